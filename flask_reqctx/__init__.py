@@ -1,0 +1,38 @@
+"""flask_reqctx: a context per request, readable anywhere the request reaches.
+
+The Python counterpart of Node's ``async_hooks``/``AsyncLocalStorage`` for Flask: a store
+keyed by execution identity (greenlet, thread or asyncio task), filled when a unit is
+created from its trigger's context and emptied when the unit ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import propagation
+from .context import RequestContext, bind, get_request_context
+from .data import default_data
+from .extension import ReqCtx
+from .hooks import AsyncHook, create_hook
+from .ids import is_valid_request_id, new_request_id
+from .registry import close_request_context, create_request_context, execution_id, stats, trigger_id
+
+__all__ = [
+    "AsyncHook",
+    "ReqCtx",
+    "RequestContext",
+    "bind",
+    "close_request_context",
+    "create_hook",
+    "create_request_context",
+    "default_data",
+    "execution_id",
+    "get_request_context",
+    "is_valid_request_id",
+    "new_request_id",
+    "stats",
+    "trigger_id",
+]
+
+if os.environ.get("FLASK_REQCTX_PATCH", "1") != "0":
+    propagation.install()

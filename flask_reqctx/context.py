@@ -1,0 +1,107 @@
+"""The request context value and the two context variables that carry it.
+
+Each greenlet, thread and asyncio task has its own :mod:`contextvars` context, so a
+``ContextVar`` *is* a store keyed by execution identity, looked up in C.  The hot path,
+:func:`get_request_context`, is that lookup and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .registry import Unit
+
+__all__ = ["RequestContext", "bind", "get_request_context"]
+
+
+class RequestContext:
+    """One request's id and data, shared by every unit the request reaches.
+
+    ``data`` may be produced lazily (the default headers dict is only built when read),
+    so a request that never looks at it does not pay for it.
+    """
+
+    __slots__ = ("__weakref__", "_data", "_load", "request_id", "trace_id")
+
+    def __init__(
+        self,
+        request_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        trace_id: str | None = None,
+        load: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self._data = data if data is not None or load is not None else {}
+        self._load = load
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            load, self._load = self._load, None
+            data = load() if load is not None else {}
+            if self._data is None:  # another thread may have won the race
+                self._data = data
+            data = self._data
+        return data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self._data, self._load = value, None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"request_id": self.request_id, "data": self.data}
+        if self.trace_id is not None:
+            out["trace_id"] = self.trace_id
+        return out
+
+    def __repr__(self) -> str:
+        return f"<RequestContext {self.request_id}>"
+
+    def __enter__(self) -> RequestContext:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with create_request_context(...) as ctx:`` closes the context it made."""
+        from .registry import close_request_context
+
+        close_request_context(self)
+
+
+#: The context bound to the current unit (``None`` outside any request).
+current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.context", default=None)
+#: The lifecycle record of the current unit, for ids and hooks; never on the hot path.
+current_unit: ContextVar[Unit | None] = ContextVar("flask_reqctx.unit", default=None)
+
+#: ``get_request_context()`` is the bound ``ContextVar.get``: no Python frame, no allocation.
+get_request_context: Callable[[], RequestContext | None] = current_context.get
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bind(fn: F) -> F:
+    """Return ``fn`` wrapped to run in the context current now (Node's ``AsyncLocalStorage.bind``).
+
+    For work handed to something the extension cannot see: a callback registry, a
+    third-party pool, a queue consumed elsewhere.  Outside a context, ``fn`` runs with none.
+    """
+    context, unit = current_context.get(), current_unit.get()
+
+    @functools.wraps(fn)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        context_token = current_context.set(context)
+        unit_token = current_unit.set(unit)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            current_unit.reset(unit_token)
+            current_context.reset(context_token)
+
+    return bound  # type: ignore[return-value]

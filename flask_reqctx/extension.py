@@ -1,0 +1,212 @@
+"""The Flask extension: configuration, and the WSGI wrapper that gives each request its context.
+
+The context is bound around the whole ``app.wsgi_app`` call, so it exists before Flask
+runs any ``before_request`` and is gone from the calling unit when the call returns (a
+test's own thread never keeps it).  A streamed body is produced with its context bound
+and its request is destroyed when the server closes the response; any other request is
+destroyed when the app call ends.  Either way a view that raises, a short-circuiting
+``before_request`` or a ``gevent.Timeout`` takes the same path out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from flask import Flask, Response, request
+
+from . import signals
+from .context import RequestContext, current_context
+from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
+from .ids import environ_key, incoming_request_id, is_valid_request_id, new_request_id
+from .registry import Unit, bind_unit, execution_id, open_unit, unbind
+
+__all__ = ["ReqCtx", "settings_for"]
+
+log = logging.getLogger("flask_reqctx")
+
+DataLoader = Callable[[Any], dict[str, Any]]
+
+_STREAMED = "flask_reqctx.streamed"
+_settings: WeakKeyDictionary[Flask, _Settings] = WeakKeyDictionary()
+
+
+class _Settings:
+    """One app's resolved configuration (``REQCTX_*`` keys, then constructor options)."""
+
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        def option(name: str, default: Any) -> Any:
+            key = "REQCTX_" + name.upper()
+            return app.config.setdefault(key, options.get(name, default))
+
+        headers = option("header", "X-Request-ID")
+        self.headers: tuple[str, ...] = (headers,) if isinstance(headers, str) else tuple(headers)
+        if not self.headers:
+            raise ValueError("REQCTX_HEADER must name at least one header")
+        self.header_keys = tuple(environ_key(name) for name in self.headers)
+        self.trust_incoming = bool(option("trust_incoming", True))
+        response_header = option("response_header", self.headers[0])
+        self.response_header: str | None = response_header or None
+        self.redact = redact_set(option("redact_headers", DEFAULT_REDACT_HEADERS))
+        self.validator: Callable[[str], bool] = option("validator", is_valid_request_id)
+        self.generator: Callable[[], str] = option("generator", new_request_id)
+        self.loader: DataLoader | None = options.get("data")
+        if self.loader is not None and not callable(self.loader):
+            raise TypeError("ReqCtx(data=...) must be a callable(request) -> dict")
+
+    def request_id(self, environ: dict[str, Any]) -> str:
+        if self.trust_incoming:
+            incoming = incoming_request_id(environ, self.header_keys, self.validator)
+            if incoming is not None:
+                return incoming
+        generated = self.generator()
+        if not is_valid_request_id(generated):
+            log.error("flask_reqctx: the id generator returned an invalid id; using a uuid4")
+            generated = new_request_id()
+        return generated
+
+
+def settings_for(app: Flask) -> _Settings:
+    try:
+        return _settings[app]
+    except KeyError:
+        raise RuntimeError(f"ReqCtx is not initialised on {app!r}") from None
+
+
+class ReqCtx:
+    """Give every request of an app a :class:`RequestContext` (``app.extensions["reqctx"]``).
+
+    Options (each also a ``REQCTX_<NAME>`` config key, which wins): ``header`` (a name or a
+    list, default ``X-Request-ID``), ``trust_incoming`` (True), ``response_header`` (the
+    first header name; False turns the echo off), ``redact_headers``, ``validator``,
+    ``generator``; and ``data=callable(request) -> dict`` to replace the default data.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if "reqctx" in app.extensions:
+            raise RuntimeError(f"ReqCtx is already initialised on {app!r}; init_app runs once per app")
+        settings = _Settings(app, self.options)
+        _settings[app] = settings
+        app.extensions["reqctx"] = self
+        app.wsgi_app = _RequestMiddleware(app, app.wsgi_app, settings)  # type: ignore[method-assign]
+        app.after_request(_mark_streamed)
+        if settings.loader is not None:
+            app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
+
+
+def _mark_streamed(response: Response) -> Response:
+    """A body produced after the view returns must keep its context until ``close()``."""
+    if not response.is_sequence and not response.direct_passthrough:
+        request.environ[_STREAMED] = True
+    return response
+
+
+def _load_data(loader: DataLoader) -> None:
+    context = current_context.get()
+    if context is None:  # pragma: no cover - the middleware always binds one
+        return
+    try:
+        data = loader(request)
+        if not isinstance(data, dict):
+            raise TypeError(f"data loader returned {type(data).__name__}, not dict")
+    except Exception:
+        log.exception("flask_reqctx: data loader raised; this request's context has empty data")
+        data = {}
+    context.data = data
+
+
+class _RequestMiddleware:
+    """Wraps ``app.wsgi_app``: one unit of kind "request" per call."""
+
+    def __init__(self, app: Flask, wsgi_app: Any, settings: _Settings) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.settings = settings
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        settings = self.settings
+        request_id = settings.request_id(environ)
+        load = None if settings.loader is not None else partial(headers_data, environ, settings.redact)
+        context = RequestContext(request_id, None if load else {}, load=load)
+        unit = open_unit("request", context, context, execution_id())
+        tokens = bind_unit(unit)
+        signals.send_created(self.app, context)
+        if settings.response_header is not None:
+            start_response = partial(_echo_id, start_response, settings.response_header, request_id)
+        try:
+            app_iter = self.wsgi_app(environ, start_response)
+        except BaseException:
+            unbind(tokens)
+            self.finish(unit)
+            raise
+        unbind(tokens)
+        if environ.get(_STREAMED):
+            return _StreamedBody(app_iter, unit, self.finish)
+        self.finish(unit)
+        return app_iter
+
+    def finish(self, unit: Unit) -> None:
+        if unit.end():
+            signals.send_destroyed(self.app, unit.context)
+
+
+def _echo_id(
+    start_response: Callable[..., Any],
+    name: str,
+    request_id: str,
+    status: str,
+    headers: list,
+    exc_info: Any = None,
+) -> Any:
+    """``start_response`` that adds the request id, unless the app already set that header."""
+    lowered = name.lower()
+    for key, _value in headers:
+        if key.lower() == lowered:
+            break
+    else:
+        headers.append((name, request_id))
+    return start_response(status, headers, exc_info)
+
+
+class _StreamedBody:
+    """A streamed response body, produced with its request's context bound."""
+
+    __slots__ = ("_app_iter", "_finish", "_iterator", "_unit")
+
+    def __init__(self, app_iter: Iterable[bytes], unit: Unit, finish: Callable[[Unit], None]) -> None:
+        self._app_iter = app_iter
+        self._iterator: Iterator[bytes] = iter(app_iter)
+        self._unit = unit
+        self._finish = finish
+
+    def __iter__(self) -> _StreamedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        tokens = bind_unit(self._unit)
+        try:
+            return next(self._iterator)
+        finally:
+            unbind(tokens)
+
+    def close(self) -> None:
+        tokens = bind_unit(self._unit)
+        try:
+            close = getattr(self._app_iter, "close", None)
+            if close is not None:
+                close()
+        finally:
+            unbind(tokens)
+            self._finish(self._unit)
+
+    def __del__(self) -> None:
+        # A caller that never closes the body (Werkzeug's unbuffered test client) must not leak.
+        self._finish(self._unit)

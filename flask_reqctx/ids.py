@@ -1,0 +1,75 @@
+"""Request ids: generating fresh ones cheaply, and deciding whether an incoming one is safe.
+
+An incoming id ends up in logs, in response headers and in calls to other services, so
+only a short run of ``A-Za-z0-9._:-`` is adopted; anything else (CR/LF, spaces, control
+or non-ASCII characters, empty, longer than 128) is replaced, and the raw value is never
+logged or echoed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["environ_key", "incoming_request_id", "is_valid_request_id", "new_request_id"]
+
+log = logging.getLogger("flask_reqctx")
+
+_urandom = os.urandom
+_VARIANT = "89ab" * 4
+_is_valid = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID string, ~2.5x cheaper than ``str(uuid.uuid4())``."""
+    h = _urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+def is_valid_request_id(value: object) -> bool:
+    """True for 1-128 characters of ``A-Za-z0-9._:-``: safe in a log line and a header."""
+    return isinstance(value, str) and _is_valid(value) is not None
+
+
+def environ_key(header: str) -> str:
+    """The WSGI environ key of an HTTP header name (``X-Request-ID`` -> ``HTTP_X_REQUEST_ID``)."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _amzn_trace_id(value: str) -> str:
+    """``X-Amzn-Trace-Id: Root=1-...;Self=1-...``: the ``Self`` part, else ``Root``."""
+    parts = dict(p.partition("=")[::2] for p in value.split(";"))
+    return parts.get("Self") or parts.get("Root") or value
+
+
+_PARSERS: Mapping[str, Callable[[str], str]] = {"HTTP_X_AMZN_TRACE_ID": _amzn_trace_id}
+
+
+def incoming_request_id(
+    environ: Mapping[str, Any],
+    keys: Iterable[str],
+    validator: Callable[[str], bool] = is_valid_request_id,
+) -> str | None:
+    """The first valid id among the headers ``keys`` (environ keys, in order), or None."""
+    for key in keys:
+        raw = environ.get(key)
+        if raw is None:
+            continue
+        parse = _PARSERS.get(key)
+        value = parse(raw) if parse is not None else raw
+        try:
+            valid = validator(value)
+        except Exception:
+            log.exception("flask_reqctx: request-id validator raised; treating the id as invalid")
+            valid = False
+        if valid and is_valid_request_id(value):
+            return value
+        log.warning(
+            "flask_reqctx: ignored an invalid incoming %s (%d chars); a fresh id is used",
+            key[5:].replace("_", "-").title(),
+            len(raw),
+        )
+    return None
