@@ -15,12 +15,15 @@ from .data import default_data
 from .extension import ReqCtx
 from .hooks import AsyncHook, create_hook
 from .ids import is_valid_request_id, new_request_id
+from .outgoing import outgoing_headers
 from .registry import close_request_context, create_request_context, execution_id, stats, trigger_id
+from .tracecontext import TraceContext
 
 __all__ = [
     "AsyncHook",
     "ReqCtx",
     "RequestContext",
+    "TraceContext",
     "bind",
     "close_request_context",
     "create_hook",
@@ -30,6 +33,7 @@ __all__ = [
     "get_request_context",
     "is_valid_request_id",
     "new_request_id",
+    "outgoing_headers",
     "stats",
     "trigger_id",
 ]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .tracecontext import TraceContext, new_trace_id
+
 if TYPE_CHECKING:
     from .registry import Unit
 
@@ -22,10 +24,10 @@ class RequestContext:
     """One request's id and data, shared by every unit the request reaches.
 
     ``data`` may be produced lazily (the default headers dict is only built when read),
-    so a request that never looks at it does not pay for it.
+    so a request that never looks at it does not pay for it; likewise :attr:`trace`.
     """
 
-    __slots__ = ("__weakref__", "_data", "_load", "request_id", "trace_id")
+    __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "request_id")
 
     def __init__(
         self,
@@ -36,9 +38,40 @@ class RequestContext:
         load: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.request_id = request_id
-        self.trace_id = trace_id
         self._data = data if data is not None or load is not None else {}
         self._load = load
+        #: W3C trace position; None until an incoming traceparent or the first ask.
+        self._trace: TraceContext | None = TraceContext(trace_id) if trace_id is not None else None
+        #: The settings of the app that made it (outgoing header names); None outside Flask.
+        self._origin: Any = None
+
+    @property
+    def trace(self) -> TraceContext:
+        """This request's :class:`~flask_reqctx.tracecontext.TraceContext`.
+
+        From a valid incoming ``traceparent``; otherwise a new trace, started here on first
+        use (so a request that never logs or calls out never pays for a random id).
+        """
+        trace = self._trace
+        if trace is None:
+            trace = TraceContext(new_trace_id())
+            if self._trace is None:  # another greenlet/thread may have won the race
+                self._trace = trace
+            trace = self._trace
+        return trace
+
+    @trace.setter
+    def trace(self, value: TraceContext | None) -> None:
+        self._trace = value
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace id (32 hex): the caller's, or a new trace's (see :attr:`trace`)."""
+        return self.trace.trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: str | None) -> None:
+        self._trace = TraceContext(value) if value is not None else None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -57,8 +90,8 @@ class RequestContext:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "data": self.data}
-        if self.trace_id is not None:
-            out["trace_id"] = self.trace_id
+        if self._trace is not None:  # only once the request has one: reading it here would start one
+            out["trace_id"] = self._trace.trace_id
         return out
 
     def __repr__(self) -> str:

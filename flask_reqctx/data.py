@@ -40,4 +40,4 @@ def default_data(request: Any) -> dict[str, Any]:
 
     from .extension import settings_for
 
-    return headers_data(request.environ, settings_for(current_app).redact)
+    return headers_data(request.environ, settings_for(current_app._get_current_object()).redact)

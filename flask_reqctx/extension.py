@@ -17,12 +17,14 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from flask import Flask, Response, request
+from werkzeug.wsgi import ClosingIterator
 
 from . import signals
 from .context import RequestContext, current_context
 from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
-from .ids import environ_key, incoming_request_id, is_valid_request_id, new_request_id
+from .ids import COMPOSITE_HEADERS, environ_key, incoming_request_id, is_valid_request_id, new_request_id
 from .registry import Unit, bind_unit, execution_id, open_unit, unbind
+from .tracecontext import TraceContext
 
 __all__ = ["ReqCtx", "settings_for"]
 
@@ -48,8 +50,13 @@ class _Settings:
             raise ValueError("REQCTX_HEADER must name at least one header")
         self.header_keys = tuple(environ_key(name) for name in self.headers)
         self.trust_incoming = bool(option("trust_incoming", True))
-        response_header = option("response_header", self.headers[0])
+        # Our id goes out under a plain header: never inside a traceparent or an X-Amzn-Trace-Id.
+        plain = next((name for name in self.headers if name.lower() not in COMPOSITE_HEADERS), "X-Request-ID")
+        response_header = option("response_header", plain)
         self.response_header: str | None = response_header or None
+        outgoing_header = option("outgoing_header", plain)
+        self.outgoing_header: str | None = outgoing_header or None
+        self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
         self.redact = redact_set(option("redact_headers", DEFAULT_REDACT_HEADERS))
         self.validator: Callable[[str], bool] = option("validator", is_valid_request_id)
         self.generator: Callable[[], str] = option("generator", new_request_id)
@@ -68,6 +75,13 @@ class _Settings:
             generated = new_request_id()
         return generated
 
+    def incoming_trace(self, traceparent: str, environ: dict[str, Any]) -> TraceContext | None:
+        """The trace of a valid incoming ``traceparent``; an invalid one is ignored (W3C)."""
+        trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
+        if trace is None:
+            log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
+        return trace
+
 
 def settings_for(app: Flask) -> _Settings:
     try:
@@ -80,9 +94,14 @@ class ReqCtx:
     """Give every request of an app a :class:`RequestContext` (``app.extensions["reqctx"]``).
 
     Options (each also a ``REQCTX_<NAME>`` config key, which wins): ``header`` (a name or a
-    list, default ``X-Request-ID``), ``trust_incoming`` (True), ``response_header`` (the
-    first header name; False turns the echo off), ``redact_headers``, ``validator``,
-    ``generator``; and ``data=callable(request) -> dict`` to replace the default data.
+    list, default ``X-Request-ID``; ``X-Amzn-Trace-Id`` and ``traceparent`` are understood),
+    ``trust_incoming`` (True), ``response_header`` (the first plain header name; False
+    turns the echo off), ``outgoing_header`` (the same default; the name the id is sent
+    under by :meth:`outgoing_headers`; False: not sent), ``trust_traceparent`` (defaults
+    to ``trust_incoming``: adopt a valid incoming W3C ``traceparent``/``tracestate``),
+    ``redact_headers``, ``validator`` (a callable(str) -> bool, applied on top of the
+    built-in charset/length check, which it can tighten but not loosen), ``generator``;
+    and ``data=callable(request) -> dict`` to replace the default data.
     """
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
@@ -101,10 +120,23 @@ class ReqCtx:
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
 
+    def outgoing_headers(self) -> dict[str, str]:
+        """Headers to send on a call made for the current request (see
+        :func:`flask_reqctx.outgoing_headers`); empty outside any request context."""
+        from .outgoing import outgoing_headers
+
+        return outgoing_headers()
+
 
 def _mark_streamed(response: Response) -> Response:
-    """A body produced after the view returns must keep its context until ``close()``."""
-    if not response.is_sequence and not response.direct_passthrough:
+    """A body produced after the view returns must keep its context until ``close()``.
+
+    Not a sequence means a generator or iterator; excluded are file bodies (no user code
+    runs) and the ``ClosingIterator`` that Werkzeug makes when it renders an error
+    (``force_type``): such a body is produced already.
+    """
+    body = response.response
+    if not response.is_sequence and not response.direct_passthrough and not isinstance(body, ClosingIterator):
         request.environ[_STREAMED] = True
     return response
 
@@ -136,6 +168,11 @@ class _RequestMiddleware:
         request_id = settings.request_id(environ)
         load = None if settings.loader is not None else partial(headers_data, environ, settings.redact)
         context = RequestContext(request_id, None if load else {}, load=load)
+        context._origin = settings
+        if settings.trust_traceparent:
+            traceparent = environ.get("HTTP_TRACEPARENT")
+            if traceparent is not None:
+                context._trace = settings.incoming_trace(traceparent, environ)
         unit = open_unit("request", context, context, execution_id())
         tokens = bind_unit(unit)
         signals.send_created(self.app, context)

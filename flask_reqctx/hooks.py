@@ -101,68 +101,72 @@ def emit_init(eid: int, kind: str, trigger_eid: int, resource: Any) -> None:
 def emit_destroy(eid: int) -> None:
     if _destroy_hooks:
         _call(_destroy_hooks, eid)
+    if _switch_tracer.active:
+        _switch_tracer.forget(eid)
+
+
+class _ThreadTracer:
+    """The ``greenlet.settrace`` callback of one thread, chained to the one it replaced.
+
+    It runs in the target greenlet after the switch, so ``current_unit.get()`` is the unit
+    switched in; the unit switched out is the one the last ``before`` was for (so the
+    final switch out of a dying greenlet still gets its ``after``).  State lives on this
+    object, not in a ``threading.local``, which monkey-patching turns greenlet-local.
+    """
+
+    def __init__(self, previous: Callable[[str, Any], Any] | None) -> None:
+        self.previous = previous
+        self.inside: int | None = None
+
+    def __call__(self, event: str, args: tuple[Any, Any]) -> None:
+        if self.previous is not None:
+            try:
+                self.previous(event, args)
+            except Exception:
+                log.exception("flask_reqctx: chained greenlet tracer raised; ignored")
+        if not _switch_tracer.active:
+            return
+        try:
+            left = self.inside
+            if left is not None:
+                self.inside = None
+                _call(_after_hooks, left)
+            unit = current_unit.get()
+            if unit is not None and unit.context is not None:
+                self.inside = unit.eid
+                _call(_before_hooks, unit.eid)
+        except Exception:
+            log.exception("flask_reqctx: switch tracer failed; ignored")
 
 
 class _SwitchTracer:
-    """One ``greenlet.settrace`` callback per thread, chained to whatever was there before.
-
-    The callback runs in the target greenlet after the switch, so ``current_unit.get()``
-    is the unit switched in; the unit switched out is read from the origin's saved context.
-    """
+    """Installs a :class:`_ThreadTracer` in each thread that enables before/after hooks."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
-        self._active = False
+        self.active = False
 
-    def update(self, active: bool) -> None:
-        self._active = active
-        if active:
-            self.install()
-        else:
-            self.uninstall()
-
-    def install(self) -> None:
-        """Install in the calling thread (idempotent); hooks enabled later reuse it."""
-        try:
-            import greenlet
-        except ImportError:  # pragma: no cover - greenlet ships with gevent and Flask deps
-            return
-        if getattr(self._local, "installed", False):
-            return
-        previous = greenlet.settrace(self._trace)
-        self._local.installed = True
-        self._local.previous = previous
-
-    def uninstall(self) -> None:
-        """Remove from the calling thread if it is still the outermost tracer there."""
+    @staticmethod
+    def _ours() -> _ThreadTracer | None:
         import greenlet
 
-        if getattr(self._local, "installed", False) and greenlet.gettrace() == self._trace:
-            greenlet.settrace(self._local.previous)
-            self._local.installed = False
+        tracer = greenlet.gettrace()
+        return tracer if isinstance(tracer, _ThreadTracer) else None
 
-    def _trace(self, event: str, args: tuple[Any, Any]) -> None:
-        previous = getattr(self._local, "previous", None)
-        if previous is not None:
-            try:
-                previous(event, args)
-            except Exception:
-                log.exception("flask_reqctx: chained greenlet tracer raised; ignored")
-        if not self._active:
-            return
-        try:
-            origin, _target = args
-            if _after_hooks and not origin.dead:
-                saved = origin.gr_context
-                unit = saved.get(current_unit) if saved is not None else None
-                if unit is not None and unit.context is not None:
-                    _call(_after_hooks, unit.eid)
-            if _before_hooks:
-                unit = current_unit.get()
-                if unit is not None and unit.context is not None:
-                    _call(_before_hooks, unit.eid)
-        except Exception:
-            log.exception("flask_reqctx: switch tracer failed; ignored")
+    def forget(self, eid: int) -> None:
+        """A unit ended while switched in (a request returning): no ``after`` for it later."""
+        tracer = self._ours()
+        if tracer is not None and tracer.inside == eid:
+            tracer.inside = None
+
+    def update(self, active: bool) -> None:
+        import greenlet
+
+        self.active = active
+        tracer = self._ours()
+        if active and tracer is None:
+            greenlet.settrace(_ThreadTracer(greenlet.gettrace()))
+        elif not active and tracer is not None:
+            greenlet.settrace(tracer.previous)
 
 
 _switch_tracer = _SwitchTracer()

@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["environ_key", "incoming_request_id", "is_valid_request_id", "new_request_id"]
+from .tracecontext import parse_traceparent
+
+__all__ = ["COMPOSITE_HEADERS", "environ_key", "incoming_request_id", "is_valid_request_id", "new_request_id"]
 
 log = logging.getLogger("flask_reqctx")
 
@@ -45,7 +47,18 @@ def _amzn_trace_id(value: str) -> str:
     return parts.get("Self") or parts.get("Root") or value
 
 
-_PARSERS: Mapping[str, Callable[[str], str]] = {"HTTP_X_AMZN_TRACE_ID": _amzn_trace_id}
+def _traceparent_trace_id(value: str) -> str:
+    """``traceparent`` in the header list: its trace id when valid (else "", never adopted)."""
+    parsed = parse_traceparent(value)
+    return parsed[0] if parsed is not None else ""
+
+
+_PARSERS: Mapping[str, Callable[[str], str]] = {
+    "HTTP_X_AMZN_TRACE_ID": _amzn_trace_id,
+    "HTTP_TRACEPARENT": _traceparent_trace_id,
+}
+#: Header names that carry an id inside a larger value: never used to echo or forward ours.
+COMPOSITE_HEADERS = frozenset({"traceparent", "x-amzn-trace-id"})
 
 
 def incoming_request_id(

@@ -110,7 +110,9 @@ def _install_executor() -> None:
             return original_submit(self, fn, *args, **kwargs)
         unit, child_vars = child
         try:
-            future = original_submit(self, child_vars.run, fn, *args, **kwargs)
+            # Submitted from a blank context: a worker thread this submit starts must not
+            # inherit the context (it serves later jobs of other requests).
+            future = Context().run(original_submit, self, child_vars.run, fn, *args, **kwargs)
         except BaseException:
             unit.end()
             raise

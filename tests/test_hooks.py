@@ -1,0 +1,155 @@
+"""create_hook: init/before/after/destroy, exactly once per unit, errors contained."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import gevent
+import pytest
+
+from flask_reqctx import create_hook, execution_id, get_request_context, stats
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+        self.hook = create_hook(init=self.init, before=self.before, after=self.after, destroy=self.destroy)
+
+    def init(self, eid, kind, trigger, resource):
+        self.events.append(("init", eid, kind, trigger))
+
+    def before(self, eid):
+        self.events.append(("before", eid))
+
+    def after(self, eid):
+        self.events.append(("after", eid))
+
+    def destroy(self, eid):
+        self.events.append(("destroy", eid))
+
+    def of(self, name):
+        return [e for e in self.events if e[0] == name]
+
+
+@pytest.fixture
+def recorder():
+    rec = Recorder()
+    rec.hook.enable()
+    yield rec
+    rec.hook.disable()
+
+
+def test_init_and_destroy_pair_up_with_kinds_and_triggers(app, client, recorder):
+    ids = {}
+
+    @app.get("/fan")
+    def fan():
+        ids["request"] = execution_id()
+        greenlet = gevent.spawn(lambda: ids.setdefault("greenlet", execution_id()))
+        thread = threading.Thread(target=lambda: ids.setdefault("thread", execution_id()))
+        thread.start()
+        thread.join()
+        greenlet.join()
+        return "ok"
+
+    client.get("/fan")
+    gevent.sleep(0)
+    inits = {eid: (kind, trigger) for _, eid, kind, trigger in recorder.of("init")}
+    assert inits[ids["request"]][0] == "request"
+    assert inits[ids["greenlet"]] == ("greenlet", ids["request"])
+    assert inits[ids["thread"]] == ("thread", ids["request"])
+    destroyed = [eid for _, eid in recorder.of("destroy")]
+    assert sorted(destroyed) == sorted(inits) and len(destroyed) == len(set(destroyed)) == 3
+
+
+def test_init_fires_at_creation_not_first_run(app, client, recorder):
+    children = []
+
+    @app.get("/late")
+    def late():
+        children.append(gevent.spawn(lambda: None))  # runs only after the request has ended
+        return "ok"
+
+    client.get("/late")
+    order = [(e[0], e[2] if e[0] == "init" else None) for e in recorder.events if e[0] in ("init", "destroy")]
+    assert order == [("init", "request"), ("init", "greenlet"), ("destroy", None)]
+    children[0].join()
+    assert len(recorder.of("destroy")) == 2
+
+
+def test_before_and_after_fire_around_switches_of_units_with_a_context(app, client, recorder):
+    child_eid = {}
+
+    @app.get("/switch")
+    def switch():
+        def child():
+            child_eid["eid"] = execution_id()
+            gevent.sleep(0)
+            gevent.sleep(0)
+
+        gevent.spawn(child).join()
+        return "ok"
+
+    client.get("/switch")
+    eid = child_eid["eid"]
+    befores = [e for e in recorder.of("before") if e[1] == eid]
+    afters = [e for e in recorder.of("after") if e[1] == eid]
+    assert len(befores) >= 3 and len(afters) >= 3  # first run + two returns from sleep(0)
+    # Switches between units without a context are not reported.
+    recorder.events.clear()
+    gevent.spawn(gevent.sleep, 0).join()
+    assert recorder.of("before") == recorder.of("after") == []
+
+
+def test_disable_stops_events(app, client):
+    rec = Recorder()
+    rec.hook.enable().disable()
+
+    @app.get("/")
+    def index():
+        return "ok"
+
+    client.get("/")
+    assert rec.events == [] and not rec.hook.enabled
+
+
+def test_raising_callbacks_are_logged_and_harmless(app, client, caplog):
+    def boom(*args):
+        raise RuntimeError("hook bug")
+
+    hook = create_hook(init=boom, before=boom, after=boom, destroy=boom).enable()
+    try:
+
+        @app.get("/")
+        def index():
+            return gevent.spawn(lambda: get_request_context().request_id).get()
+
+        with caplog.at_level(logging.ERROR, logger="flask_reqctx"):
+            response = client.get("/", headers={"X-Request-ID": "still-fine"})
+    finally:
+        hook.disable()
+    assert response.text == "still-fine"
+    assert any("hook callback" in r.getMessage() for r in caplog.records)
+    gevent.sleep(0)
+    assert stats()["live"] == 0
+
+
+def test_non_callable_is_rejected():
+    with pytest.raises(TypeError, match="init must be callable"):
+        create_hook(init=42)
+
+
+def test_previous_greenlet_tracer_is_chained_and_restored(app, client):
+    import greenlet
+
+    seen = []
+    previous = greenlet.settrace(lambda event, args: seen.append(event))
+    try:
+        hook = create_hook(before=lambda eid: None).enable()
+        gevent.spawn(lambda: None).join()
+        hook.disable()
+        assert seen  # the earlier tracer still got its events
+        assert greenlet.gettrace() is not None and greenlet.gettrace().__name__ == "<lambda>"
+    finally:
+        greenlet.settrace(previous)
