@@ -22,7 +22,14 @@ from werkzeug.wsgi import ClosingIterator
 from . import signals
 from .context import RequestContext, current_context
 from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
-from .ids import COMPOSITE_HEADERS, environ_key, incoming_request_id, is_valid_request_id, new_request_id
+from .ids import (
+    COMPOSITE_HEADERS,
+    environ_key,
+    incoming_request_id,
+    is_valid_request_id,
+    log_rejected,
+    new_request_id,
+)
 from .registry import Unit, bind_unit, execution_id, open_unit, unbind
 from .tracecontext import TraceContext
 
@@ -65,22 +72,23 @@ class _Settings:
             raise TypeError("ReqCtx(data=...) must be a callable(request) -> dict")
 
     def request_id(self, environ: dict[str, Any]) -> str:
+        return self.choose_id(environ)[0]
+
+    def choose_id(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, int]] | None]:
+        """The request's id, and the ``(header, length)`` of each invalid incoming one
+        (logged by the middleware once the context is bound, so under the fresh id)."""
+        rejected: list[tuple[str, int]] | None = None
         if self.trust_incoming:
-            incoming = incoming_request_id(environ, self.header_keys, self.validator)
+            rejected = []
+            incoming = incoming_request_id(environ, self.header_keys, self.validator, rejected)
             if incoming is not None:
-                return incoming
-        generated = self.generator()
-        if not is_valid_request_id(generated):
+                return incoming, rejected
+        generator = self.generator
+        generated = generator()
+        if generator is not new_request_id and not is_valid_request_id(generated):
             log.error("flask_reqctx: the id generator returned an invalid id; using a uuid4")
             generated = new_request_id()
-        return generated
-
-    def incoming_trace(self, traceparent: str, environ: dict[str, Any]) -> TraceContext | None:
-        """The trace of a valid incoming ``traceparent``; an invalid one is ignored (W3C)."""
-        trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
-        if trace is None:
-            log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
-        return trace
+        return generated, rejected
 
 
 def settings_for(app: Flask) -> _Settings:
@@ -165,16 +173,21 @@ class _RequestMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         settings = self.settings
-        request_id = settings.request_id(environ)
+        request_id, rejected = settings.choose_id(environ)
         load = None if settings.loader is not None else partial(headers_data, environ, settings.redact)
         context = RequestContext(request_id, None if load else {}, load=load)
         context._origin = settings
-        if settings.trust_traceparent:
-            traceparent = environ.get("HTTP_TRACEPARENT")
-            if traceparent is not None:
-                context._trace = settings.incoming_trace(traceparent, environ)
+        traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
+        if traceparent is not None:  # before init hooks and signals can look at the trace
+            context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
         unit = open_unit("request", context, context, execution_id())
         tokens = bind_unit(unit)
+        # Logged once bound, so the records carry the request's (fresh) id; never the values.
+        if rejected:
+            for name, length in rejected:
+                log_rejected(name, length)
+        if traceparent is not None and context._trace is None:
+            log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
         signals.send_created(self.app, context)
         if settings.response_header is not None:
             start_response = partial(_echo_id, start_response, settings.response_header, request_id)

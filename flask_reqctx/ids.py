@@ -65,24 +65,40 @@ def incoming_request_id(
     environ: Mapping[str, Any],
     keys: Iterable[str],
     validator: Callable[[str], bool] = is_valid_request_id,
+    rejected: list[tuple[str, int]] | None = None,
 ) -> str | None:
-    """The first valid id among the headers ``keys`` (environ keys, in order), or None."""
+    """The first valid id among the headers ``keys`` (environ keys, in order), or None.
+
+    A value must pass the built-in check first (so a custom ``validator`` only ever sees
+    safe strings, and can tighten the rule but not loosen it).  Each rejected header is
+    reported as ``(header name, length)``, never its value: appended to ``rejected`` when
+    given (the extension logs them once the request's context is bound), else logged here.
+    """
     for key in keys:
         raw = environ.get(key)
         if raw is None:
             continue
         parse = _PARSERS.get(key)
         value = parse(raw) if parse is not None else raw
-        try:
-            valid = validator(value)
-        except Exception:
-            log.exception("flask_reqctx: request-id validator raised; treating the id as invalid")
-            valid = False
-        if valid and is_valid_request_id(value):
+        valid = is_valid_request_id(value)
+        if valid and validator is not is_valid_request_id:
+            try:
+                valid = bool(validator(value))
+            except Exception as exc:  # no traceback: its message may quote the value
+                log.error(
+                    "flask_reqctx: request-id validator raised %s; id treated as invalid", type(exc).__name__
+                )
+                valid = False
+        if valid:
             return value
-        log.warning(
-            "flask_reqctx: ignored an invalid incoming %s (%d chars); a fresh id is used",
-            key[5:].replace("_", "-").title(),
-            len(raw),
-        )
+        name = key[5:].replace("_", "-").title()
+        if rejected is not None:
+            rejected.append((name, len(raw)))
+        else:
+            log_rejected(name, len(raw))
     return None
+
+
+def log_rejected(name: str, length: int) -> None:
+    """The warning for an invalid incoming id: its header and its length, never its value."""
+    log.warning("flask_reqctx: ignored an invalid incoming %s (%d chars); a fresh id is used", name, length)
