@@ -1,0 +1,182 @@
+"""The Flask app that the real-server tests run under gunicorn (``server_app:app``).
+
+Not a test module: gunicorn imports it in its worker processes (``tests/servers.py``).
+Under ``-k gevent`` the worker has monkey-patched the process before this import, so
+``threading.Thread`` and ``time.sleep`` are gevent's; under ``-k sync``/``-k gthread``
+they are real threads and real sleeps, and children are threads instead of greenlets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+from flask import Flask, Response, jsonify, request
+
+import flask_reqctx  # importing it wraps gevent.spawn & co.; the views look them up at call time
+from flask_reqctx import ReqCtx, get_request_context, stats
+
+try:
+    import gevent
+    from gevent import monkey
+
+    GEVENT = monkey.is_module_patched("threading")
+except ImportError:  # pragma: no cover - gevent is a test dependency
+    gevent = None
+    GEVENT = False
+
+assert flask_reqctx.propagation.installed(), "server tests need FLASK_REQCTX_PATCH unset or 1"
+
+app = Flask(__name__)
+ReqCtx(app)
+
+#: (id the view saw, id its late child saw, the request had been closed when the child ran)
+LATE: list[dict] = []
+#: request ids whose response has been closed (for /late)
+_CLOSED: set[str] = set()
+
+
+def _seen_id() -> str | None:
+    ctx = get_request_context()
+    return ctx.request_id if ctx is not None else None
+
+
+def _spawn(fn, *args):
+    """A child unit of the current request: a greenlet under gevent, else a thread."""
+    if GEVENT:
+        return gevent.spawn(fn, *args)
+    thread = threading.Thread(target=fn, args=args)
+    thread.start()
+    return thread
+
+
+def _join(child) -> None:
+    if GEVENT and isinstance(child, gevent.Greenlet):
+        child.join()
+        if not child.successful():
+            raise child.exception
+    else:
+        child.join()
+
+
+@app.get("/health")
+def health():
+    return "ok"
+
+
+@app.get("/stats")
+def stats_view():
+    current = stats()
+    # This request is itself one live unit while the view runs.
+    return jsonify(stats=current, live_besides_this_request=current["live"] - 1, pid=os.getpid())
+
+
+@app.get("/fanout")
+def fanout():
+    children = int(request.args.get("children", "3"))
+    max_ms = float(request.args.get("max_ms", "20"))
+    seen: list[str | None] = []
+
+    def child() -> None:
+        time.sleep(random.uniform(0, max_ms) / 1000.0)
+        seen.append(_seen_id())
+
+    units = [_spawn(child) for _ in range(children)]
+    thread = threading.Thread(target=child)  # a real thread, or a greenlet under gevent
+    thread.start()
+    units.append(thread)
+    for unit in units:
+        _join(unit)
+    # ``live`` (units holding a context in this worker now) shows how much overlapped.
+    return jsonify(request_id=_seen_id(), seen=seen, pid=os.getpid(), gevent=GEVENT, live=stats()["live"])
+
+
+@app.get("/child")
+def one_child():
+    """The cheapest request with a child unit (for the many-requests memory test)."""
+    seen: list[str | None] = []
+    child = _spawn(lambda: seen.append(_seen_id()))
+    _join(child)
+    if seen != [_seen_id()]:
+        raise AssertionError(f"child saw {seen}, view {_seen_id()}")
+    return "ok"
+
+
+@app.get("/raise")
+def raise_view():
+    raise RuntimeError("boom (expected by the server tests)")
+
+
+@app.get("/stream")
+def stream():
+    chunks = int(request.args.get("n", "5"))
+    delay = float(request.args.get("delay", "0.01"))
+
+    def generate():
+        for i in range(chunks):
+            time.sleep(delay)
+            yield f'{{"i": {i}, "seen": "{_seen_id()}"}}\n'
+
+    return Response(generate(), mimetype="application/x-ndjson")
+
+
+@app.get("/timeout")
+def timeout_view():
+    """A ``gevent.Timeout`` fires inside the view: escaping it (-> 500), or caught (-> 504)."""
+    handled = request.args.get("handled") == "1"
+    timeout = gevent.Timeout(0.01)
+    timeout.start()
+    try:
+        gevent.sleep(1)
+    except gevent.Timeout as exc:
+        if exc is not timeout or not handled:
+            raise
+        return jsonify(request_id=_seen_id(), timed_out=True), 504
+    finally:
+        timeout.close()
+    return jsonify(request_id=_seen_id(), timed_out=False)
+
+
+@app.get("/slow")
+def slow():
+    time.sleep(float(request.args.get("s", "1")))
+    return jsonify(request_id=_seen_id())
+
+
+@app.get("/late")
+def late():
+    """A child that first runs after this view returned (and its response was closed)."""
+    view_id = _seen_id()
+
+    def child() -> None:
+        after_close = view_id in _CLOSED
+        _CLOSED.discard(view_id)
+        LATE.append({"view": view_id, "child": _seen_id(), "after_close": after_close})
+
+    if GEVENT:
+        gevent.spawn_later(0.01, child)
+    else:
+        timer = threading.Timer(0.01, child)
+        timer.start()
+    response = jsonify(request_id=view_id)
+    response.call_on_close(lambda: _CLOSED.add(view_id))
+    return response
+
+
+@app.get("/late-results")
+def late_results():
+    out = list(LATE)
+    LATE.clear()
+    return jsonify(out)
+
+
+@app.get("/rss")
+def rss():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                kib = int(line.split()[1])
+                return jsonify(rss=kib * 1024, pid=os.getpid())
+    raise RuntimeError("no VmRSS in /proc/self/status")

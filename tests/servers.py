@@ -1,0 +1,254 @@
+"""Start a real gunicorn on 127.0.0.1 for the server tests, and talk to it.
+
+Not a test module.  :class:`GunicornServer` binds a listening socket to port 0 itself and
+hands it to gunicorn as ``-b fd://N`` (no race for the port, no log parsing), runs gunicorn
+with this same interpreter (``sys.executable -m gunicorn``, so tox's venv is used) and with
+``PYTHONPATH`` set so that both ``server_app`` and the very ``flask_reqctx`` this pytest
+process imported are the ones the workers import.  It waits for ``GET /health`` (bounded)
+and stops gunicorn at teardown (terminate, then kill).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import flask_reqctx
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(flask_reqctx.__file__)))
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class GunicornServer:
+    """One gunicorn master (+ workers) serving ``app`` on a free loopback port."""
+
+    def __init__(
+        self,
+        worker_class: str = "gevent",
+        workers: int = 1,
+        app: str = "server_app:app",
+        *,
+        threads: int | None = None,
+        worker_connections: int | None = None,
+        env: dict[str, str] | None = None,
+        extra_args: Iterable[str] = (),
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.worker_class = worker_class
+        self.workers = workers
+        self.app = app
+        self.threads = threads
+        self.worker_connections = worker_connections
+        self.extra_env = dict(env or {})
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._log = None
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> GunicornServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        sock.listen(2048)
+        self.port = sock.getsockname()[1]
+        fd = sock.fileno()
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            self.worker_class,
+            "-w",
+            str(self.workers),
+            "-b",
+            f"fd://{fd}",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "3",
+        ]
+        if self.threads is not None:
+            cmd += ["--threads", str(self.threads)]
+        if self.worker_connections is not None:
+            cmd += ["--worker-connections", str(self.worker_connections)]
+        cmd += [*self.extra_args, self.app]
+        env = dict(os.environ)
+        env.pop("FLASK_REQCTX_PATCH", None)
+        pythonpath = [TESTS_DIR, PACKAGE_PARENT]
+        if env.get("PYTHONPATH"):
+            pythonpath.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        # gunicorn's log goes to a file, not a pipe nobody reads (tracebacks could fill it).
+        self._log = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=TESTS_DIR,
+                env=env,
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            sock.close()  # gunicorn holds its own copy of the listening socket
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                raise ServerError(f"gunicorn -k {self.worker_class} exited early (rc={rc}):\n{self.log()}")
+            try:
+                status, _headers, _body = self.request("/health", timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise ServerError(f"gunicorn not ready after {self.startup_timeout}s:\n{self.log()}")
+
+    def log(self, limit: int | None = 8000) -> str:
+        """gunicorn's output so far (its last ``limit`` characters)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace")
+        return text if limit is None else text[-limit:]
+
+    def extension_errors(self) -> list[str]:
+        """Lines the ``flask_reqctx`` logger wrote (its messages start ``flask_reqctx: ``)."""
+        return [line for line in self.log(None).splitlines() if "flask_reqctx: " in line]
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- small client helpers (one connection per call) ------------------------------------
+
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        status, _headers, body = self.request(path, headers)
+        if status != 200:
+            raise ServerError(f"GET {path} -> {status}: {body[:500]!r}\n{self.log()}")
+        return json.loads(body)
+
+    def wait_idle(self, pids: Iterable[int] = (), timeout: float = 10.0) -> dict[int, dict]:
+        """Poll ``/stats`` until every worker seen (and every pid in ``pids``) reports no live
+        unit besides the ``/stats`` request itself; returns the last report per pid."""
+        wanted = set(pids)
+        last: dict[int, dict] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.get_json("/stats")
+            last[report["pid"]] = report
+            idle = {pid for pid, r in last.items() if r["live_besides_this_request"] == 0}
+            if len(last) >= max(1, len(wanted)) and wanted <= idle and idle == set(last):
+                return last
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers still hold live contexts after {timeout}s: {last}")
+            time.sleep(0.02)
+
+
+def run_load(server: GunicornServer, timeout: float = 120.0, **spec: Any) -> dict:
+    """Run ``load_client.py`` (plain interpreter, asyncio, loopback only) against ``server``."""
+    spec = {"host": server.host, "port": server.port, **spec}
+    out = subprocess.run(
+        [sys.executable, os.path.join(TESTS_DIR, "load_client.py")],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ServerError(f"load client failed rc={out.returncode}:\n{out.stderr[-4000:]}\n{server.log()}")
+    return json.loads(out.stdout)
+
+
+def check_fanout(report: dict, children: int, requests: int, *, gevent: bool) -> tuple[dict[int, int], int]:
+    """Every ``/fanout`` response of a ``run_load`` report saw only its own request's id.
+
+    With an incoming id: echoed header == sent id == the view's id == every child's id.
+    Without one: echoed header == the view's id == every child's id (a fresh, valid id).
+    Returns the number of responses per worker pid, and how many requests sent no id.
+    """
+    assert report["error_count"] == 0, report["errors"]
+    assert report["statuses"] == {"200": requests}, report["statuses"]
+    results = report["results"]
+    assert len(results) == requests
+    per_pid: dict[int, int] = {}
+    ids = set()
+    without = 0
+    for result in results:
+        body = result["body"]
+        assert isinstance(body, dict), result
+        request_id = body["request_id"]
+        assert flask_reqctx.is_valid_request_id(request_id), result
+        if result["sent"] is not None:
+            assert request_id == result["sent"], result
+        else:
+            without += 1
+        assert result["echoed"] == request_id, result
+        assert body["seen"] == [request_id] * (children + 1), result
+        assert body["gevent"] is gevent, result
+        ids.add(request_id)
+        per_pid[body["pid"]] = per_pid.get(body["pid"], 0) + 1
+    assert len(ids) == requests, "request ids were not all distinct"
+    return per_pid, without
