@@ -20,7 +20,7 @@ from flask import Flask, Response, request
 from werkzeug.wsgi import ClosingIterator
 
 from . import signals
-from .context import RequestContext, current_context
+from .context import RequestContext, current_context, current_unit
 from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
 from .ids import (
     COMPOSITE_HEADERS,
@@ -30,7 +30,8 @@ from .ids import (
     log_rejected,
     new_request_id,
 )
-from .registry import Unit, bind_unit, execution_id, open_unit, unbind
+from .registry import Unit, bind_unit, open_unit, unbind
+from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
 __all__ = ["ReqCtx", "settings_for"]
@@ -39,7 +40,6 @@ log = logging.getLogger("flask_reqctx")
 
 DataLoader = Callable[[Any], dict[str, Any]]
 
-_STREAMED = "flask_reqctx.streamed"
 _settings: WeakKeyDictionary[Flask, _Settings] = WeakKeyDictionary()
 
 
@@ -79,10 +79,13 @@ class _Settings:
         (logged by the middleware once the context is bound, so under the fresh id)."""
         rejected: list[tuple[str, int]] | None = None
         if self.trust_incoming:
-            rejected = []
-            incoming = incoming_request_id(environ, self.header_keys, self.validator, rejected)
-            if incoming is not None:
-                return incoming, rejected
+            for key in self.header_keys:
+                if key in environ:  # the common case, no header at all, allocates nothing
+                    rejected = []
+                    incoming = incoming_request_id(environ, self.header_keys, self.validator, rejected)
+                    if incoming is not None:
+                        return incoming, rejected
+                    break
         generator = self.generator
         generated = generator()
         if generator is not new_request_id and not is_valid_request_id(generated):
@@ -124,7 +127,10 @@ class ReqCtx:
         _settings[app] = settings
         app.extensions["reqctx"] = self
         app.wsgi_app = _RequestMiddleware(app, app.wsgi_app, settings)  # type: ignore[method-assign]
-        app.after_request(_mark_streamed)
+        # Every response Flask makes (error handlers' too) passes process_response; wrapping
+        # it on the instance costs one call, where an after_request function costs an
+        # ensure_sync check per request.
+        app.process_response = partial(_process_response, app.process_response)  # type: ignore[method-assign]
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
 
@@ -136,16 +142,20 @@ class ReqCtx:
         return outgoing_headers()
 
 
-def _mark_streamed(response: Response) -> Response:
+def _process_response(process_response: Callable[[Response], Response], response: Response) -> Response:
     """A body produced after the view returns must keep its context until ``close()``.
 
     Not a sequence means a generator or iterator; excluded are file bodies (no user code
     runs) and the ``ClosingIterator`` that Werkzeug makes when it renders an error
     (``force_type``): such a body is produced already.
     """
+    response = process_response(response)
     body = response.response
-    if not response.is_sequence and not response.direct_passthrough and not isinstance(body, ClosingIterator):
-        request.environ[_STREAMED] = True
+    if not isinstance(body, (list, tuple)) and not response.direct_passthrough:
+        if not isinstance(body, ClosingIterator):
+            unit = current_unit.get()
+            if unit is not None:
+                unit.streamed = True
     return response
 
 
@@ -174,37 +184,44 @@ class _RequestMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         settings = self.settings
         request_id, rejected = settings.choose_id(environ)
-        load = None if settings.loader is not None else partial(headers_data, environ, settings.redact)
-        context = RequestContext(request_id, None if load else {}, load=load)
+        if settings.loader is None:
+            context = RequestContext(request_id, load=partial(headers_data, environ, settings.redact))
+        else:
+            context = RequestContext(request_id)
         context._origin = settings
         traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
-        unit = open_unit("request", context, context, execution_id())
-        tokens = bind_unit(unit)
+        parent = current_unit.get()
+        unit = open_unit("request", context, context, parent.eid if parent is not None else 0)
+        context_token = current_context.set(context)
+        unit_token = current_unit.set(unit)
         # Logged once bound, so the records carry the request's (fresh) id; never the values.
         if rejected:
             for name, length in rejected:
                 log_rejected(name, length)
         if traceparent is not None and context._trace is None:
             log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
-        signals.send_created(self.app, context)
+        if context_created.receivers:
+            signals.send_created(self.app, context)
         if settings.response_header is not None:
             start_response = partial(_echo_id, start_response, settings.response_header, request_id)
         try:
             app_iter = self.wsgi_app(environ, start_response)
         except BaseException:
-            unbind(tokens)
+            current_unit.reset(unit_token)
+            current_context.reset(context_token)
             self.finish(unit)
             raise
-        unbind(tokens)
-        if environ.get(_STREAMED):
+        current_unit.reset(unit_token)
+        current_context.reset(context_token)
+        if unit.streamed:
             return _StreamedBody(app_iter, unit, self.finish)
         self.finish(unit)
         return app_iter
 
     def finish(self, unit: Unit) -> None:
-        if unit.end():
+        if unit.end() and context_destroyed.receivers:
             signals.send_destroyed(self.app, unit.context)
 
 

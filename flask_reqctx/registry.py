@@ -27,14 +27,15 @@ _live: dict[int, Unit] = {}
 class Unit:
     """The lifecycle record of one execution unit; small, and holds no reference to it."""
 
-    __slots__ = ("__weakref__", "context", "eid", "kind", "tokens", "trigger_eid")
+    __slots__ = ("__weakref__", "context", "eid", "kind", "streamed", "tokens", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = _next_eid()
         self.trigger_eid = trigger_eid
         self.kind = kind
         self.context = context
-        self.tokens: Any = None
+        self.tokens: Any = None  # set when create_request_context bound it
+        self.streamed = False  # a request whose body is produced after the view returns
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a rawlink/done callback."""
