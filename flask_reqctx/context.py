@@ -77,12 +77,15 @@ class RequestContext:
     def data(self) -> dict[str, Any]:
         data = self._data
         if data is None:
-            load, self._load = self._load, None
-            data = load() if load is not None else {}
+            source, self._load = self._load, None
+            data = self._make_data(source)
             if self._data is None:  # another thread may have won the race
                 self._data = data
             data = self._data
         return data
+
+    def _make_data(self, load: Any) -> dict[str, Any]:
+        return load() if load is not None else {}
 
     @data.setter
     def data(self, value: dict[str, Any]) -> None:

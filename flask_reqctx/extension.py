@@ -173,6 +173,22 @@ def _load_data(loader: DataLoader) -> None:
     context.data = data
 
 
+class _WsgiRequestContext(RequestContext):
+    """A request's context; its default data is built from the WSGI environ on first read."""
+
+    __slots__ = ()
+
+    def __init__(self, request_id: str, environ: dict[str, Any] | None, settings: _Settings) -> None:
+        self.request_id = request_id
+        self._data = None
+        self._load = environ  # None with a data loader: it sets the data in before_request
+        self._trace = None
+        self._origin = settings
+
+    def _make_data(self, environ: Any) -> dict[str, Any]:
+        return headers_data(environ, self._origin.redact) if environ is not None else {}
+
+
 class _RequestMiddleware:
     """Wraps ``app.wsgi_app``: one unit of kind "request" per call."""
 
@@ -184,11 +200,7 @@ class _RequestMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         settings = self.settings
         request_id, rejected = settings.choose_id(environ)
-        if settings.loader is None:
-            context = RequestContext(request_id, load=partial(headers_data, environ, settings.redact))
-        else:
-            context = RequestContext(request_id)
-        context._origin = settings
+        context = _WsgiRequestContext(request_id, environ if settings.loader is None else None, settings)
         traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
@@ -217,7 +229,8 @@ class _RequestMiddleware:
         current_context.reset(context_token)
         if unit.streamed:
             return _StreamedBody(app_iter, unit, self.finish)
-        self.finish(unit)
+        if unit.end() and context_destroyed.receivers:
+            signals.send_destroyed(self.app, context)
         return app_iter
 
     def finish(self, unit: Unit) -> None:
@@ -234,9 +247,9 @@ def _echo_id(
     exc_info: Any = None,
 ) -> Any:
     """``start_response`` that adds the request id, unless the app already set that header."""
-    lowered = name.lower()
+    size, lowered = len(name), name.lower()
     for key, _value in headers:
-        if key.lower() == lowered:
+        if len(key) == size and key.lower() == lowered:
             break
     else:
         headers.append((name, request_id))

@@ -29,6 +29,8 @@ _destroy_hooks: tuple[IdCallback, ...] = ()
 _before_hooks: tuple[IdCallback, ...] = ()
 _after_hooks: tuple[IdCallback, ...] = ()
 _enabled: list[AsyncHook] = []
+#: True while an enabled hook has init or destroy: the registry checks it before calling.
+lifecycle_hooks = False
 _lock = threading.Lock()
 
 
@@ -77,11 +79,12 @@ def create_hook(
 
 
 def _rebuild() -> None:
-    global _init_hooks, _destroy_hooks, _before_hooks, _after_hooks
+    global _init_hooks, _destroy_hooks, _before_hooks, _after_hooks, lifecycle_hooks
     _init_hooks = tuple(h.init for h in _enabled if h.init is not None)
     _destroy_hooks = tuple(h.destroy for h in _enabled if h.destroy is not None)
     _before_hooks = tuple(h.before for h in _enabled if h.before is not None)
     _after_hooks = tuple(h.after for h in _enabled if h.after is not None)
+    lifecycle_hooks = bool(_init_hooks or _destroy_hooks or _before_hooks or _after_hooks)
     _switch_tracer.update(bool(_before_hooks or _after_hooks))
 
 

@@ -12,15 +12,13 @@ import itertools
 from contextvars import Context
 from typing import Any
 
-from . import signals
+from . import hooks, signals
 from .context import RequestContext, current_context, current_unit
-from .hooks import emit_destroy, emit_init
 
 __all__ = ["Unit", "create_request_context", "execution_id", "stats", "trigger_id"]
 
 _next_eid = itertools.count(1).__next__
-_created = itertools.count()
-_destroyed = itertools.count()
+_destroyed = itertools.count()  # created is destroyed + live: one counter to keep
 _live: dict[int, Unit] = {}
 
 
@@ -42,7 +40,8 @@ class Unit:
         if _live.pop(self.eid, None) is None:
             return False
         next(_destroyed)
-        emit_destroy(self.eid)
+        if hooks.lifecycle_hooks:
+            hooks.emit_destroy(self.eid)
         return True
 
     def __repr__(self) -> str:
@@ -62,8 +61,8 @@ def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: in
     """Register a unit holding ``context`` and fire init."""
     unit = Unit(kind, trigger_eid, context)
     _live[unit.eid] = unit
-    next(_created)
-    emit_init(unit.eid, kind, trigger_eid, resource)
+    if hooks.lifecycle_hooks:
+        hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
 
 
@@ -75,7 +74,10 @@ def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
     if context is None:
         return None
     parent = current_unit.get()
-    unit = open_unit(kind, context, resource, parent.eid if parent is not None else 0)
+    unit = Unit(kind, parent.eid if parent is not None else 0, context)
+    _live[unit.eid] = unit
+    if hooks.lifecycle_hooks:
+        hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     child_vars = Context()
     child_vars.run(_bind, context, unit)
     return unit, child_vars
@@ -109,15 +111,9 @@ def trigger_id() -> int:
 
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
-    return {
-        "live": len(_live),
-        "created": _count(_created),
-        "destroyed": _count(_destroyed),
-    }
-
-
-def _count(counter: itertools.count) -> int:
-    return int(repr(counter)[6:-1])
+    destroyed = int(repr(_destroyed)[6:-1])  # itertools.count shows its next value
+    live = len(_live)
+    return {"live": live, "created": destroyed + live, "destroyed": destroyed}
 
 
 def create_request_context(

@@ -317,3 +317,27 @@ def test_error_handler_sees_the_same_id():
 def test_empty_header_list_is_a_configuration_error(names):
     with pytest.raises(ValueError):
         _app(header=names)
+
+
+def test_generated_ids_are_canonical_uuid4_unique_across_batches_and_forks():
+    import os
+    import uuid
+
+    from flask_reqctx.ids import new_request_id
+
+    ids = [new_request_id() for _ in range(3000)]  # several refills of the pool
+    assert len(set(ids)) == len(ids)
+    for rid in ids:
+        parsed = uuid.UUID(rid)
+        assert str(parsed) == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not replay the parent's pooled ids
+        os.write(write_end, " ".join(new_request_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_ids = os.read(read_end, 4096).decode().split()
+    os.close(read_end)
+    os.close(write_end)
+    parent_ids = [new_request_id() for _ in range(10)]
+    assert len(child_ids) == 10 and not set(child_ids) & set(parent_ids)
