@@ -97,6 +97,14 @@ def row(
     }
 
 
+def compared(
+    section: str, name: str, value: float, unit: str, baseline: str, baseline_value: float, **extra: Any
+) -> dict[str, Any]:
+    """A :func:`row` measured against the row named ``baseline`` (whose value is
+    ``baseline_value``): its ratio is ``value / baseline_value``; ``extra`` is ``goal``/``met``."""
+    return row(section, name, value, unit, baseline=baseline, ratio=value / baseline_value, **extra)
+
+
 def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
     """Print the hand-off line for ``run.py`` (and a readable dump when run alone)."""
     if "--json" not in sys.argv:

@@ -18,7 +18,7 @@ import contextvars
 import gc
 
 import gevent
-from _common import QUICK, clock, emit, row
+from _common import QUICK, clock, compared, emit, row
 from greenlet import greenlet
 
 from flask_reqctx import close_request_context, create_hook, create_request_context
@@ -105,7 +105,7 @@ def main() -> None:
         off, on = best[case, False], best[case, True]
         unit = "ns/sleep(0)" if "sleep" in case else "ns/switch"
         rows.append(row(section, f"{case}, no hook", off, unit))
-        rows.append(row(section, f"{case}, before+after hook", on, unit, baseline="no hook", ratio=on / off))
+        rows.append(compared(section, f"{case}, before+after hook", on, unit, "no hook", off))
     notes = [
         "hook added per switch (per sleep(0) for gevent): "
         + ", ".join(f"{case}: {best[case, True] - best[case, False]:+.0f} ns" for case in cases)

@@ -17,7 +17,7 @@ import tracemalloc
 import gevent
 import gevent.event
 import gevent.greenlet
-from _common import QUICK, emit, row, rss_bytes
+from _common import QUICK, compared, emit, row, rss_bytes
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
@@ -128,29 +128,15 @@ def main() -> None:
         close_request_context(context)
     rows.append(row(section, "suspended gevent greenlet, gevent's class", plain, "B each"))
     rows.append(
-        row(
-            section,
-            "... spawned in a context (unit + Context)",
-            patched,
-            "B each",
-            baseline="gevent's class",
-            ratio=patched / plain,
+        compared(
+            section, "... spawned in a context (unit + Context)", patched, "B each", "gevent's class", plain
         )
     )
     rows.append(row(section, "=> bytes per live child context", patched - plain, "B"))
     bare = traced_bytes_per(LIVE, in_flight_requests(False))
     with_reqctx = traced_bytes_per(LIVE, in_flight_requests(True))
     rows.append(row(section, "in-flight WSGI request, bare Flask", bare, "B each"))
-    rows.append(
-        row(
-            section,
-            "in-flight WSGI request, ReqCtx",
-            with_reqctx,
-            "B each",
-            baseline="bare",
-            ratio=with_reqctx / bare,
-        )
-    )
+    rows.append(compared(section, "in-flight WSGI request, ReqCtx", with_reqctx, "B each", "bare", bare))
     rows.append(row(section, "=> bytes per live request context", with_reqctx - bare, "B"))
     assert stats()["live"] == 0, stats()
 

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from _common import QUICK, REPO, emit, median, row
+from _common import QUICK, REPO, compared, emit, median, row
 
 CONNECTIONS = 200
 DURATION = 2 if QUICK else 3
@@ -224,26 +224,22 @@ def main() -> None:
             ratio = med["with"] / med["without"]
             rows.append(row(section, "without ReqCtx (median)", med["without"], "req/s"))
             rows.append(
-                row(
+                compared(
                     section,
                     "with ReqCtx (median)",
                     med["with"],
                     "req/s",
-                    baseline="without",
-                    ratio=ratio,
+                    "without",
+                    med["without"],
                     goal=f">= {goal}",
                     met=ratio >= goal,
                 )
             )
             rows.append(row(section, "worker CPU/request, without (median)", cpu_med["without"], "us/req"))
+            cpu_with, cpu_without = cpu_med["with"], cpu_med["without"]
             rows.append(
-                row(
-                    section,
-                    "worker CPU/request, with (median)",
-                    cpu_med["with"],
-                    "us/req",
-                    baseline="without",
-                    ratio=cpu_med["with"] / cpu_med["without"],
+                compared(
+                    section, "worker CPU/request, with (median)", cpu_with, "us/req", "without", cpu_without
                 )
             )
             rows.append(

@@ -19,7 +19,7 @@ import gc
 
 import gevent
 import gevent.greenlet
-from _common import QUICK, clock, emit, median, row
+from _common import QUICK, clock, compared, emit, median, row
 from flask import Flask
 from flask_log_request_id import RequestID
 from werkzeug.test import EnvironBuilder
@@ -123,13 +123,13 @@ def main() -> None:
     fmed = {v: median(s) * 1e6 for v, s in fanout_samples.items()}
     rows.append(row(section, "bare, gevent's Greenlet (median)", fmed["bare"], "us/req"))
     rows.append(
-        row(
+        compared(
             section,
             "reqctx, patched gevent.spawn (median)",
             fmed["reqctx"],
             "us/req",
-            baseline="bare (median)",
-            ratio=fmed["reqctx"] / fmed["bare"],
+            "bare (median)",
+            fmed["bare"],
         )
     )
     added = {v: med[v] - med["bare"] for v in variants if v != "bare"}

@@ -5,7 +5,8 @@ hands it to gunicorn as ``-b fd://N`` (no race for the port, no log parsing), ru
 with this same interpreter (``sys.executable -m gunicorn``, so tox's venv is used) and with
 ``PYTHONPATH`` set so that both ``server_app`` and the very ``flask_reqctx`` this pytest
 process imported are the ones the workers import.  It waits for ``GET /health`` (bounded)
-and stops gunicorn at teardown (terminate, then kill).
+and stops gunicorn at teardown (terminate, then kill).  gunicorn's output (and the app's
+stderr) goes to a temporary file, read back with :meth:`GunicornServer.log`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class GunicornServer:
         worker_connections: int | None = None,
         env: dict[str, str] | None = None,
         extra_args: Iterable[str] = (),
+        log_level: str = "warning",
         startup_timeout: float = 20.0,
     ) -> None:
         self.worker_class = worker_class
@@ -53,6 +55,7 @@ class GunicornServer:
         self.worker_connections = worker_connections
         self.extra_env = dict(env or {})
         self.extra_args = list(extra_args)
+        self.log_level = log_level
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
@@ -84,7 +87,7 @@ class GunicornServer:
             f"fd://{fd}",
             "--no-control-socket",
             "--log-level",
-            "warning",
+            self.log_level,
             "--graceful-timeout",
             "3",
         ]
@@ -146,6 +149,11 @@ class GunicornServer:
         text = self._log.read().decode("utf-8", "replace")
         return text if limit is None else text[-limit:]
 
+    def boots(self) -> int:
+        """How many workers gunicorn booted (``workers`` unless one died and was replaced);
+        needs ``log_level="info"``, the level gunicorn logs each boot at."""
+        return self.log(None).count("Booting worker with pid")
+
     def extension_errors(self) -> list[str]:
         """Lines the ``flask_reqctx`` logger wrote (its messages start ``flask_reqctx: ``)."""
         return [line for line in self.log(None).splitlines() if "flask_reqctx: " in line]
@@ -187,6 +195,11 @@ class GunicornServer:
         if status != 200:
             raise ServerError(f"GET {path} -> {status}: {body[:500]!r}\n{self.log()}")
         return json.loads(body)
+
+    def worker_pid(self) -> int:
+        """The pid of the worker answering ``GET /health``, for apps whose ``/health`` returns
+        ``{"pid": ...}`` (``issue4_apps``)."""
+        return int(self.get_json("/health")["pid"])
 
     def wait_idle(self, pids: Iterable[int] = (), timeout: float = 10.0) -> dict[int, dict]:
         """Poll ``/stats`` until every worker seen (and every pid in ``pids``) reports no live
@@ -252,3 +265,34 @@ def check_fanout(report: dict, children: int, requests: int, *, gevent: bool) ->
         per_pid[body["pid"]] = per_pid.get(body["pid"], 0) + 1
     assert len(ids) == requests, "request ids were not all distinct"
     return per_pid, without
+
+
+def get_late(conn: http.client.HTTPConnection, sent: str | None) -> str:
+    """``GET /late`` on ``conn`` (kept alive), sending ``sent`` as ``X-Request-ID`` if not
+    ``None``; checks the response echoes the view's id (``sent`` when given) and returns it."""
+    conn.request("GET", "/late", headers={"X-Request-ID": sent} if sent else {})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 200
+    assert response.headers["X-Request-ID"] == body["request_id"]
+    if sent:
+        assert body["request_id"] == sent
+    return body["request_id"]
+
+
+def check_late_results(server: GunicornServer, seen_ids: list[str], timeout: float = 5.0) -> list[dict]:
+    """Drain ``/late-results`` (each call drains whichever worker answers it) until there is
+    one entry per ``/late`` request made; every late child saw its own request's id.
+    Returns the entries."""
+    expected = len(seen_ids)
+    results: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(results) < expected and time.monotonic() < deadline:
+        results += server.get_json("/late-results")
+        if len(results) < expected:
+            time.sleep(0.02)
+    assert len(results) == expected, results
+    for entry in results:
+        assert entry["child"] == entry["view"], entry
+    assert sorted(e["view"] for e in results) == sorted(seen_ids)
+    return results

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import gevent
 import pytest
@@ -31,17 +33,34 @@ class ListHandler(logging.Handler):
         self.records.append(record)
 
 
+@contextmanager
+def _listed(
+    name: str, *, handler_filter: logging.Filter | None = None, logger_filter: logging.Filter | None = None
+) -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
+    """The logger ``name`` (not propagating) with a :class:`ListHandler`, and that handler's
+    records; the handler and ``logger_filter`` are removed again at the end."""
+    logger = logging.getLogger(name)
+    handler = ListHandler()
+    if handler_filter is not None:
+        handler.addFilter(handler_filter)
+    logger.addHandler(handler)
+    if logger_filter is not None:
+        logger.addFilter(logger_filter)
+    logger.propagate = False
+    try:
+        yield logger, handler.records
+    finally:
+        logger.removeHandler(handler)
+        if logger_filter is not None:
+            logger.removeFilter(logger_filter)
+
+
 @pytest.fixture
 def captured():
     """A logger ``issue4.test`` whose handler carries the filter."""
-    logger = logging.getLogger("issue4.test")
-    handler = ListHandler()
-    handler.addFilter(RequestIdFilter())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    yield logger, handler.records
-    logger.removeHandler(handler)
+    with _listed("issue4.test", handler_filter=RequestIdFilter()) as (logger, records):
+        logger.setLevel(logging.INFO)
+        yield logger, records
 
 
 def _fields(records):
@@ -114,12 +133,7 @@ def test_concurrent_requests_never_mix_ids(app, captured):
 
 
 def test_filter_on_a_logger_and_the_default(app, client):
-    logger = logging.getLogger("issue4.on_logger")
-    handler = ListHandler()
-    logger.addHandler(handler)
-    logger.addFilter(RequestIdFilter(default="none"))
-    logger.propagate = False
-    try:
+    with _listed("issue4.on_logger", logger_filter=RequestIdFilter(default="none")) as (logger, records):
 
         @app.get("/")
         def index():
@@ -128,10 +142,7 @@ def test_filter_on_a_logger_and_the_default(app, client):
 
         logger.warning("outside")
         client.get("/", headers={"X-Request-ID": "on-logger"})
-    finally:
-        logger.removeHandler(handler)
-        logger.filters.clear()
-    outside, inside = handler.records
+    outside, inside = records
     assert (outside.request_id, outside.trace_id) == ("none", "none")
     assert inside.request_id == "on-logger" and re.fullmatch(r"[0-9a-f]{32}", inside.trace_id)
 
@@ -180,26 +191,22 @@ def test_documented_dict_config_works(app, client, monkeypatch):
 
 
 def test_log_record_factory(app, client):
-    logger = logging.getLogger("issue4.factory")
-    handler = ListHandler()  # no filter: the factory alone
-    logger.addHandler(handler)
-    logger.propagate = False
-    reqctx_logging.install_log_record_factory()
-    reqctx_logging.install_log_record_factory()  # idempotent
-    try:
+    with _listed("issue4.factory") as (logger, records):  # no filter: the factory alone
+        reqctx_logging.install_log_record_factory()
+        reqctx_logging.install_log_record_factory()  # idempotent
+        try:
 
-        @app.get("/")
-        def index():
-            gevent.spawn(logger.warning, "child").join()
-            return "ok"
+            @app.get("/")
+            def index():
+                gevent.spawn(logger.warning, "child").join()
+                return "ok"
 
-        logger.warning("outside")
-        client.get("/", headers={"X-Request-ID": "fac-rid"})
-    finally:
-        reqctx_logging.uninstall_log_record_factory()
-        logger.removeHandler(handler)
+            logger.warning("outside")
+            client.get("/", headers={"X-Request-ID": "fac-rid"})
+        finally:
+            reqctx_logging.uninstall_log_record_factory()
     assert logging.getLogRecordFactory() is logging.LogRecord
-    assert [r.request_id for r in handler.records] == ["-", "fac-rid"]
+    assert [r.request_id for r in records] == ["-", "fac-rid"]
 
 
 def test_invalid_id_warning_carries_the_fresh_id_not_the_raw_one(app, client, captured):

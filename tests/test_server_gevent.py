@@ -14,7 +14,7 @@ import struct
 import time
 
 import pytest
-from servers import GunicornServer, check_fanout, run_load
+from servers import GunicornServer, check_fanout, check_late_results, get_late, run_load
 
 from flask_reqctx import is_valid_request_id
 
@@ -180,37 +180,18 @@ def test_gevent_timeout_inside_a_view_leaves_nothing_live(server):
 def test_keepalive_late_children_see_their_own_request(server):
     server.get_json("/late-results")  # start from an empty list
     conn = _connection(server)
-    sent_ids: list[str | None] = []
     seen_ids: list[str] = []
     first_socket = None
     try:
         for i in range(50):
-            sent = f"late-{i}" if i % 2 == 0 else None
-            conn.request("GET", "/late", headers={"X-Request-ID": sent} if sent else {})
-            response = conn.getresponse()
-            body = json.loads(response.read())
-            assert response.status == 200
-            assert response.headers["X-Request-ID"] == body["request_id"]
-            if sent:
-                assert body["request_id"] == sent
-            sent_ids.append(sent)
-            seen_ids.append(body["request_id"])
+            seen_ids.append(get_late(conn, f"late-{i}" if i % 2 == 0 else None))
             first_socket = first_socket or conn.sock
             assert conn.sock is first_socket, "the 50 requests did not share one connection"
     finally:
         conn.close()
     assert len(set(seen_ids)) == 50
 
-    results: list[dict] = []
-    deadline = time.monotonic() + 5
-    while len(results) < 50 and time.monotonic() < deadline:
-        results += server.get_json("/late-results")
-        if len(results) < 50:
-            time.sleep(0.02)
-    assert len(results) == 50, results
-    for entry in results:
-        assert entry["child"] == entry["view"], entry
-    assert sorted(e["view"] for e in results) == sorted(seen_ids)
+    results = check_late_results(server, seen_ids)
     # Each child first ran after its request's response was closed (the connection's
     # greenlet had already moved on to the next request).
     assert all(e["after_close"] for e in results), results

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 
 import pytest
-from servers import GunicornServer, check_fanout, run_load
+from servers import GunicornServer, check_fanout, check_late_results, get_late, run_load
 
 
 @pytest.fixture(scope="module", params=["sync", "gthread"])
@@ -56,28 +55,11 @@ def test_late_threads_see_their_own_request(server):
     seen_ids = []
     try:
         for i in range(20):  # one keep-alive connection under gthread; reconnects under sync
-            sent = f"{server.worker_class}-late-{i}" if i % 2 == 0 else None
-            conn.request("GET", "/late", headers={"X-Request-ID": sent} if sent else {})
-            response = conn.getresponse()
-            body = json.loads(response.read())
-            assert response.status == 200
-            assert response.headers["X-Request-ID"] == body["request_id"]
-            if sent:
-                assert body["request_id"] == sent
-            seen_ids.append(body["request_id"])
+            seen_ids.append(get_late(conn, f"{server.worker_class}-late-{i}" if i % 2 == 0 else None))
     finally:
         conn.close()
     assert len(set(seen_ids)) == 20
 
     # Two workers: each /late-results call drains whichever worker answers it.
-    results: list[dict] = []
-    deadline = time.monotonic() + 5
-    while len(results) < 20 and time.monotonic() < deadline:
-        results += server.get_json("/late-results")
-        if len(results) < 20:
-            time.sleep(0.02)
-    assert len(results) == 20, results
-    for entry in results:
-        assert entry["child"] == entry["view"], entry
-    assert sorted(e["view"] for e in results) == sorted(seen_ids)
+    check_late_results(server, seen_ids)
     server.wait_idle()
