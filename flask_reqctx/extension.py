@@ -30,7 +30,7 @@ from .ids import (
     log_rejected,
     new_request_id,
 )
-from .registry import Unit, bind_unit, open_unit, unbind
+from .registry import Unit, bind_unit, execution_id, open_unit, unbind
 from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
@@ -204,8 +204,9 @@ class _RequestMiddleware:
         traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
-        parent = current_unit.get()
-        unit = open_unit("request", context, context, parent.eid if parent is not None else 0)
+        # The trigger is the server's unit (a connection greenlet, a worker thread), which
+        # gets its own id on first use: once per connection, not per request.
+        unit = open_unit("request", context, context, execution_id())
         context_token = current_context.set(context)
         unit_token = current_unit.set(unit)
         # Logged once bound, so the records carry the request's (fresh) id; never the values.

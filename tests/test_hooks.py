@@ -8,7 +8,7 @@ import threading
 import gevent
 import pytest
 
-from flask_reqctx import create_hook, execution_id, get_request_context, stats
+from flask_reqctx import create_hook, execution_id, get_request_context, stats, trigger_id
 
 
 class Recorder:
@@ -153,3 +153,17 @@ def test_previous_greenlet_tracer_is_chained_and_restored(app, client):
         assert greenlet.gettrace() is not None and greenlet.gettrace().__name__ == "<lambda>"
     finally:
         greenlet.settrace(previous)
+
+
+def test_a_request_is_triggered_by_the_unit_that_serves_it(app, client):
+    @app.get("/trigger")
+    def trigger():
+        return {"eid": execution_id(), "trigger": trigger_id()}
+
+    def serve_two():
+        seen = [client.get("/trigger").get_json() for _ in range(2)]
+        return execution_id(), seen  # asked only afterwards: the same id the requests saw
+
+    server_eid, seen = gevent.spawn(serve_two).get()
+    assert [s["trigger"] for s in seen] == [server_eid, server_eid]
+    assert seen[0]["eid"] != seen[1]["eid"] and server_eid not in (seen[0]["eid"], seen[1]["eid"])
