@@ -13,19 +13,18 @@ import random
 import threading
 import time
 
+import gevent
 from flask import Flask, Response, jsonify, request
+from gevent import monkey
 
 import flask_reqctx  # importing it wraps gevent.spawn & co.; the views look them up at call time
 from flask_reqctx import ReqCtx, get_request_context, stats
 
-try:
-    import gevent
-    from gevent import monkey
 
-    GEVENT = monkey.is_module_patched("threading")
-except ImportError:  # pragma: no cover - gevent is a test dependency
-    gevent = None
-    GEVENT = False
+def _gevent_worker() -> bool:
+    """Asked per call: with ``--preload`` this module is imported before gevent patches."""
+    return monkey.is_module_patched("threading")
+
 
 assert flask_reqctx.propagation.installed(), "server tests need FLASK_REQCTX_PATCH unset or 1"
 
@@ -45,7 +44,7 @@ def _seen_id() -> str | None:
 
 def _spawn(fn, *args):
     """A child unit of the current request: a greenlet under gevent, else a thread."""
-    if GEVENT:
+    if _gevent_worker():
         return gevent.spawn(fn, *args)
     thread = threading.Thread(target=fn, args=args)
     thread.start()
@@ -53,7 +52,7 @@ def _spawn(fn, *args):
 
 
 def _join(child) -> None:
-    if GEVENT and isinstance(child, gevent.Greenlet):
+    if _gevent_worker() and isinstance(child, gevent.Greenlet):
         child.join()
         if not child.successful():
             raise child.exception
@@ -90,7 +89,9 @@ def fanout():
     for unit in units:
         _join(unit)
     # ``live`` (units holding a context in this worker now) shows how much overlapped.
-    return jsonify(request_id=_seen_id(), seen=seen, pid=os.getpid(), gevent=GEVENT, live=stats()["live"])
+    return jsonify(
+        request_id=_seen_id(), seen=seen, pid=os.getpid(), gevent=_gevent_worker(), live=stats()["live"]
+    )
 
 
 @app.get("/child")
@@ -155,7 +156,7 @@ def late():
         _CLOSED.discard(view_id)
         LATE.append({"view": view_id, "child": _seen_id(), "after_close": after_close})
 
-    if GEVENT:
+    if _gevent_worker():
         gevent.spawn_later(0.01, child)
     else:
         timer = threading.Timer(0.01, child)

@@ -73,6 +73,15 @@ def test_two_workers_each_keep_their_invariants():
         assert srv.extension_errors() == []
 
 
+def test_preloaded_app_propagates_too():
+    """``--preload`` imports the app (and flask_reqctx) in the master, before gevent patches."""
+    with GunicornServer("gevent", workers=1, worker_connections=500, extra_args=["--preload"]) as srv:
+        report = run_load(srv, path="/fanout?children=3", requests=300, concurrency=100, id_prefix="preload")
+        per_pid, _without = check_fanout(report, children=3, requests=300, gevent=True)
+        srv.wait_idle(per_pid)
+        assert srv.extension_errors() == []
+
+
 def test_rss_is_stable_between_2000_and_20000_requests(server):
     def load(requests: int) -> None:
         report = run_load(
