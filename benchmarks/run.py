@@ -16,6 +16,8 @@ Sections (each a ``bench_*.py`` script run in its own process; each runs alone t
 2. ``wsgi``: per-request cost of a hello-world app called at the WSGI level: bare Flask,
    ReqCtx, flask-log-request-id; interleaved batches, medians.  Goal: ReqCtx <= +5% and
    cheaper than the peer.
+   ``instructions``: the same three variants under ``valgrind --tool=callgrind``: machine
+   instructions per request, a figure this noisy VM cannot blur (skipped without valgrind).
 3. ``server`` (3 and 4): req/s of ``gunicorn -k gevent -w 1`` under ``wrk -t1 -c200``
    (a gevent client when wrk is missing), with/without ReqCtx, for hello world (goal
    >= 0.97) and for a view fanning out to 10 greenlets (goal >= 0.95).  Loopback only.
@@ -44,6 +46,7 @@ REPO = os.path.dirname(HERE)
 SECTIONS = {
     "lookup": "bench_lookup.py",
     "wsgi": "bench_wsgi.py",
+    "instructions": "bench_instructions.py",
     "hooks": "bench_hooks.py",
     "memory": "bench_memory.py",
     "server": "bench_server.py",
