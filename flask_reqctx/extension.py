@@ -71,9 +71,6 @@ class _Settings:
         if self.loader is not None and not callable(self.loader):
             raise TypeError("ReqCtx(data=...) must be a callable(request) -> dict")
 
-    def request_id(self, environ: dict[str, Any]) -> str:
-        return self.choose_id(environ)[0]
-
     def choose_id(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, int]] | None]:
         """The request's id, and the ``(header, length)`` of each invalid incoming one
         (logged by the middleware once the context is bound, so under the fresh id)."""
