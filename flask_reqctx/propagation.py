@@ -159,7 +159,19 @@ def _install_gevent() -> None:
     except ImportError:
         return
 
-    class Greenlet(gevent.Greenlet):  # type: ignore[misc, name-defined]
+    original = gevent.Greenlet
+
+    class _SameAsOriginal(type):
+        """``isinstance(g, gevent.Greenlet)`` stays true for greenlets that gevent itself
+        (or code holding the original class) creates: the name now points at a subclass."""
+
+        def __instancecheck__(cls, instance: Any) -> bool:
+            return isinstance(instance, original)
+
+        def __subclasscheck__(cls, subclass: type) -> bool:
+            return issubclass(subclass, original)
+
+    class Greenlet(original, metaclass=_SameAsOriginal):  # type: ignore[misc, valid-type]
         """gevent's Greenlet, plus: inherit the creator's context at creation."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -169,7 +181,7 @@ def _install_gevent() -> None:
                 unit, self.gr_context = child
                 self.rawlink(unit.end)  # runs after death, also killed before start
 
-    Greenlet.__module__ = gevent.Greenlet.__module__
+    Greenlet.__module__ = original.__module__
     Greenlet.__qualname__ = Greenlet.__name__ = "Greenlet"
     gevent.Greenlet = Greenlet
     gevent.spawn = Greenlet.spawn

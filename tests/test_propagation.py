@@ -34,9 +34,17 @@ def run_in_request(app, client, fn):
     return out["result"], out["ctx"]
 
 
+class _UserGreenlet(gevent.Greenlet):
+    """A user's subclass of the (patched) ``gevent.Greenlet``, overriding ``_run``."""
+
+    def _run(self):
+        return _ctx()
+
+
 @pytest.mark.parametrize(
     "spawn",
     [
+        pytest.param(lambda: _UserGreenlet.spawn().get(), id="user subclass"),
         pytest.param(lambda: gevent.spawn(_ctx).get(), id="gevent.spawn"),
         pytest.param(lambda: Greenlet.spawn(_ctx).get(), id="Greenlet.spawn"),
         pytest.param(lambda: gevent.spawn_later(0.001, _ctx).get(), id="spawn_later"),
@@ -236,3 +244,20 @@ def test_execution_and_trigger_ids(app, client):
     assert gevent.spawn(execution_id).get() != gevent.spawn(execution_id).get()  # never reused
     root = gevent.spawn(trigger_id).get()
     assert root == 0
+
+
+def test_patched_greenlet_class_still_answers_isinstance_for_gevents_own():
+    """``gevent.Greenlet`` now names a subclass; greenlets made with gevent's own class
+    (by gevent internals, or code that bound the class earlier) must still pass checks."""
+    import gevent.greenlet
+
+    own = gevent.greenlet.Greenlet(lambda: None)
+    assert gevent.Greenlet is not gevent.greenlet.Greenlet
+    assert isinstance(own, gevent.Greenlet) and issubclass(gevent.greenlet.Greenlet, gevent.Greenlet)
+    assert isinstance(gevent.spawn(lambda: None), gevent.greenlet.Greenlet)
+    assert not isinstance(object(), gevent.Greenlet)
+
+    class Mine(gevent.Greenlet):  # user subclasses of the patched name still propagate
+        pass
+
+    assert issubclass(Mine, gevent.greenlet.Greenlet)
