@@ -117,7 +117,7 @@ def stats() -> dict[str, int]:
 
 
 def create_request_context(
-    data: dict[str, Any] | None = None, request_id: str | None = None
+    data: dict[str, Any] | None = None, request_id: str | None = None, *, kind: str = "request"
 ) -> RequestContext:
     """Bind a new context to the current unit outside Flask (a CLI job, a queue worker).
 
@@ -126,6 +126,7 @@ def create_request_context(
     an earlier ``create_request_context`` made in this same unit is closed first, so a
     worker loop calling it once per job never accumulates live contexts.  Use it as a
     context manager (``with create_request_context(...) as ctx:``) to close it at the end.
+    ``kind`` is the unit kind its init hook reports (``"task"`` for a task-queue job).
     """
     from .ids import new_request_id
 
@@ -134,7 +135,7 @@ def create_request_context(
         close_request_context(previous.context)
         previous = current_unit.get()
     context = RequestContext(request_id if request_id is not None else new_request_id(), data or {})
-    unit = open_unit("request", context, context, previous.eid if previous is not None else 0)
+    unit = open_unit(kind, context, context, previous.eid if previous is not None else 0)
     unit.tokens = bind_unit(unit)
     signals.send_created(None, context)
     return context
