@@ -10,13 +10,21 @@ from __future__ import annotations
 import os
 
 from . import propagation
-from .context import RequestContext, bind, get_request_context
+from .context import RequestContext, get_request_context
 from .data import default_data
 from .extension import ReqCtx
 from .hooks import AsyncHook, create_hook
 from .ids import is_valid_request_id, new_request_id
 from .outgoing import outgoing_headers
-from .registry import close_request_context, create_request_context, execution_id, stats, trigger_id
+from .registry import (
+    bind,
+    close_request_context,
+    create_request_context,
+    execution_id,
+    exit_context,
+    stats,
+    trigger_id,
+)
 from .tracecontext import TraceContext
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "create_request_context",
     "default_data",
     "execution_id",
+    "exit_context",
     "get_request_context",
     "is_valid_request_id",
     "new_request_id",

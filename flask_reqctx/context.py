@@ -7,17 +7,16 @@ Each greenlet, thread and asyncio task has its own :mod:`contextvars` context, s
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .tracecontext import TraceContext, new_trace_id
 
 if TYPE_CHECKING:
     from .registry import Unit
 
-__all__ = ["RequestContext", "bind", "get_request_context"]
+__all__ = ["RequestContext", "current_context", "current_unit", "get_request_context"]
 
 
 class RequestContext:
@@ -27,7 +26,7 @@ class RequestContext:
     so a request that never looks at it does not pay for it; likewise :attr:`trace`.
     """
 
-    __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "request_id")
+    __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "_unit", "request_id")
 
     def __init__(
         self,
@@ -39,11 +38,13 @@ class RequestContext:
     ) -> None:
         self.request_id = request_id
         self._data = data if data is not None or load is not None else {}
-        self._load = load
+        self._load: Any = load
         #: W3C trace position; None until an incoming traceparent or the first ask.
         self._trace: TraceContext | None = TraceContext(trace_id) if trace_id is not None else None
         #: The settings of the app that made it (outgoing header names); None outside Flask.
         self._origin: Any = None
+        #: The unit of a request served by the middleware, made on first need (see registry).
+        self._unit: Unit | None = None
 
     @property
     def trace(self) -> TraceContext:
@@ -84,12 +85,13 @@ class RequestContext:
             data = self._data
         return data
 
-    def _make_data(self, load: Any) -> dict[str, Any]:
-        return load() if load is not None else {}
-
     @data.setter
     def data(self, value: dict[str, Any]) -> None:
         self._data, self._load = value, None
+
+    def _make_data(self, load: Any) -> dict[str, Any]:
+        result: dict[str, Any] = load() if load is not None else {}
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "data": self.data}
@@ -100,44 +102,12 @@ class RequestContext:
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"
 
-    def __enter__(self) -> RequestContext:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """``with create_request_context(...) as ctx:`` closes the context it made."""
-        from .registry import close_request_context
-
-        close_request_context(self)
-
 
 #: The context bound to the current unit (``None`` outside any request).
 current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.context", default=None)
-#: The lifecycle record of the current unit, for ids and hooks; never on the hot path.
+#: The lifecycle record of the current unit, for ids and hooks; never on the hot path.  A
+#: request served by the middleware binds only :data:`current_context` (see registry).
 current_unit: ContextVar[Unit | None] = ContextVar("flask_reqctx.unit", default=None)
 
 #: ``get_request_context()`` is the bound ``ContextVar.get``: no Python frame, no allocation.
 get_request_context: Callable[[], RequestContext | None] = current_context.get
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def bind(fn: F) -> F:
-    """Return ``fn`` wrapped to run in the context current now (Node's ``AsyncLocalStorage.bind``).
-
-    For work handed to something the extension cannot see: a callback registry, a
-    third-party pool, a queue consumed elsewhere.  Outside a context, ``fn`` runs with none.
-    """
-    context, unit = current_context.get(), current_unit.get()
-
-    @functools.wraps(fn)
-    def bound(*args: Any, **kwargs: Any) -> Any:
-        context_token = current_context.set(context)
-        unit_token = current_unit.set(unit)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            current_unit.reset(unit_token)
-            current_context.reset(context_token)
-
-    return bound  # type: ignore[return-value]

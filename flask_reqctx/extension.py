@@ -11,16 +11,19 @@ destroyed when the app call ends.  Either way a view that raises, a short-circui
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import InternalServerError
 from werkzeug.wsgi import ClosingIterator
 
-from . import signals
-from .context import RequestContext, current_context, current_unit
+from . import hooks, signals
+from .context import RequestContext, current_context
 from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
 from .ids import (
     COMPOSITE_HEADERS,
@@ -30,7 +33,7 @@ from .ids import (
     log_rejected,
     new_request_id,
 )
-from .registry import Unit, bind_unit, execution_id, open_unit, unbind
+from .registry import announce_request, count_opened, end_request
 from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
@@ -61,6 +64,7 @@ class _Settings:
         plain = next((name for name in self.headers if name.lower() not in COMPOSITE_HEADERS), "X-Request-ID")
         response_header = option("response_header", plain)
         self.response_header: str | None = response_header or None
+        self.response_header_lower = self.response_header.lower() if self.response_header else None
         outgoing_header = option("outgoing_header", plain)
         self.outgoing_header: str | None = outgoing_header or None
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
@@ -123,11 +127,11 @@ class ReqCtx:
         settings = _Settings(app, self.options)
         _settings[app] = settings
         app.extensions["reqctx"] = self
-        app.wsgi_app = _RequestMiddleware(app, app.wsgi_app, settings)  # type: ignore[method-assign]
-        # Every response Flask makes (error handlers' too) passes process_response; wrapping
-        # it on the instance costs one call, where an after_request function costs an
-        # ensure_sync check per request.
-        app.process_response = partial(_process_response, app.process_response)  # type: ignore[method-assign]
+        # Both wrappers reach the app through a weak reference: the app stays free of
+        # reference cycles and is freed when its last reference goes, as a plain Flask app.
+        app_ref = weakref.ref(app)
+        app.wsgi_app = _RequestMiddleware(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
+        app.process_response = _process_response_wrapper(app_ref, app.process_response)  # type: ignore[method-assign]
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
 
@@ -139,21 +143,46 @@ class ReqCtx:
         return outgoing_headers()
 
 
-def _process_response(process_response: Callable[[Response], Response], response: Response) -> Response:
-    """A body produced after the view returns must keep its context until ``close()``.
 
-    Not a sequence means a generator or iterator; excluded are file bodies (no user code
-    runs) and the ``ClosingIterator`` that Werkzeug makes when it renders an error
-    (``force_type``): such a body is produced already.
+def _unbound(app_ref: weakref.ref[Flask], method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` as a function of (app, ...): the plain function when it is bound to the
+    app itself (so the wrapper holds the app only weakly), else a caller of ``method``."""
+    if getattr(method, "__self__", None) is app_ref():
+        function: Callable[..., Any] = method.__func__  # type: ignore[attr-defined]
+        return function
+
+    def call(_app: Any, *args: Any) -> Any:
+        return method(*args)
+
+    return call
+
+
+def _process_response_wrapper(
+    app_ref: weakref.ref[Flask], process_response: Callable[[Response], Response]
+) -> Callable[[Response], Response]:
+    """Every response Flask makes (error handlers' too) passes ``process_response``:
+    wrapping it on the instance costs one call, where an ``after_request`` function costs
+    an ``ensure_sync`` check per request.
+
+    It notes the responses whose end is not the end of the app call: a body produced
+    after the view returns (a generator or iterator; not a file body, where no user code
+    runs, nor the ``ClosingIterator`` that Werkzeug makes when it renders an error), and
+    one with ``call_on_close`` callbacks.  Both are finished at the response's ``close()``,
+    with the request's context bound.
     """
-    response = process_response(response)
-    body = response.response
-    if not isinstance(body, (list, tuple)) and not response.direct_passthrough:
-        if not isinstance(body, ClosingIterator):
-            unit = current_unit.get()
-            if unit is not None:
-                unit.streamed = True
-    return response
+    process = _unbound(app_ref, process_response)
+
+    def wrapper(response: Response) -> Response:
+        response = process(app_ref(), response)
+        if response._on_close or not (  # type: ignore[attr-defined]
+            isinstance(response.response, (list, tuple, ClosingIterator)) or response.direct_passthrough
+        ):
+            context = current_context.get()
+            if isinstance(context, _WsgiRequestContext):
+                context._ends_at_close = True
+        return response
+
+    return wrapper
 
 
 def _load_data(loader: DataLoader) -> None:
@@ -165,126 +194,210 @@ def _load_data(loader: DataLoader) -> None:
         if not isinstance(data, dict):
             raise TypeError(f"data loader returned {type(data).__name__}, not dict")
     except Exception:
-        log.exception("flask_reqctx: data loader raised; this request's context has empty data")
+        log.exception("data loader raised; this request's context has empty data")
         data = {}
     context.data = data
 
 
+_first_item = itemgetter(0)
+_lower = str.lower
+
+
+def _pass_through() -> tuple[type[BaseException], ...]:
+    """Exceptions that end the unit itself, never answered with a 500."""
+    try:
+        from greenlet import GreenletExit
+    except ModuleNotFoundError:  # greenlet is optional: nothing can raise its exit then
+        return (SystemExit, KeyboardInterrupt)
+    return (GreenletExit, SystemExit, KeyboardInterrupt)
+
+
+_PASS_THROUGH = _pass_through()
+
+
 class _WsgiRequestContext(RequestContext):
-    """A request's context; its default data is built from the WSGI environ on first read."""
+    """A request's context; its default data is built from the WSGI environ on first read.
 
-    __slots__ = ()
+    It also holds the request's response start until the app call is over: the server's
+    ``start_response`` is called once, by the middleware, so that an exception escaping
+    the app can still be answered with a 500 carrying the id (gunicorn appends the headers
+    of a second ``start_response`` to the first call's instead of replacing them).
+    """
 
-    def __init__(self, request_id: str, environ: dict[str, Any] | None, settings: _Settings) -> None:
+    __slots__ = ("_ended", "_ends_at_close", "_headers", "_server_start_response", "_status")
+
+    def __init__(
+        self, request_id: str, environ: dict[str, Any] | None, settings: _Settings, start_response: Any
+    ) -> None:
         self.request_id = request_id
         self._data = None
         self._load = environ  # None with a data loader: it sets the data in before_request
         self._trace = None
         self._origin = settings
+        self._unit = None
+        self._server_start_response = start_response
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] | None = None
+        self._ends_at_close = False
+        self._ended = False
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
         return headers_data(environ, self._origin.redact) if environ is not None else {}
 
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        """The ``start_response`` the app sees: recorded, sent by :meth:`send_response`."""
+        if exc_info is not None and self._server_start_response is None:
+            raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
+        self._status, self._headers = status, headers
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        """The legacy ``write()``: the response starts now."""
+        write = self.send_response()
+        if write is not None:
+            write(data)
+
+    def send_response(self) -> Any:
+        """Call the server's ``start_response`` (once), adding the id unless the app set it."""
+        start_response = self._server_start_response
+        if start_response is None:
+            return None
+        headers = self._headers
+        if self._status is None or headers is None:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        self._server_start_response = None
+        name = self._origin.response_header
+        if name is not None and self._origin.response_header_lower not in map(
+            _lower, map(_first_item, headers)
+        ):
+            headers.append((name, self.request_id))
+        self._headers = None
+        return start_response(self._status, headers)
+
+    def send_error(self, exc: BaseException) -> list[bytes]:
+        """Answer an exception that escaped the app with a 500 carrying the id."""
+        log.error("unhandled exception escaped the app; answered 500", exc_info=exc)
+        body = InternalServerError().get_body().encode()
+        self._status = "500 INTERNAL SERVER ERROR"
+        self._headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+        self.send_response()
+        return [body]
+
 
 class _RequestMiddleware:
-    """Wraps ``app.wsgi_app``: one unit of kind "request" per call."""
+    """Wraps ``app.wsgi_app``: one request context per call, unbound when the call returns."""
 
-    def __init__(self, app: Flask, wsgi_app: Any, settings: _Settings) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
+    def __init__(self, app_ref: weakref.ref[Flask], wsgi_app: Any, settings: _Settings) -> None:
+        self.app_ref = app_ref
+        self.wsgi_app = _unbound(app_ref, wsgi_app)
         self.settings = settings
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         settings = self.settings
         request_id, rejected = settings.choose_id(environ)
-        context = _WsgiRequestContext(request_id, environ if settings.loader is None else None, settings)
+        context = _WsgiRequestContext(
+            request_id, environ if settings.loader is None else None, settings, start_response
+        )
         traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
-        # The trigger is the server's unit (a connection greenlet, a worker thread), which
-        # gets its own id on first use: once per connection, not per request.
-        unit = open_unit("request", context, context, execution_id())
-        context_token = current_context.set(context)
-        unit_token = current_unit.set(unit)
-        # Logged once bound, so the records carry the request's (fresh) id; never the values.
-        if rejected:
-            for name, length in rejected:
-                log_rejected(name, length)
-        if traceparent is not None and context._trace is None:
-            log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
-        if context_created.receivers:
-            signals.send_created(self.app, context)
-        if settings.response_header is not None:
-            start_response = partial(_echo_id, start_response, settings.response_header, request_id)
+        count_opened()
+        if hooks.lifecycle_hooks:
+            announce_request(context)
+        token = current_context.set(context)
         try:
-            app_iter = self.wsgi_app(environ, start_response)
-        except BaseException:
-            current_unit.reset(unit_token)
-            current_context.reset(context_token)
-            self.finish(unit)
-            raise
-        current_unit.reset(unit_token)
-        current_context.reset(context_token)
-        if unit.streamed:
-            return _StreamedBody(app_iter, unit, self.finish)
-        if unit.end() and context_destroyed.receivers:
-            signals.send_destroyed(self.app, context)
-        return app_iter
+            # Logged once bound, so the records carry the request's (fresh) id; never the values.
+            if rejected:
+                for name, length in rejected:
+                    log_rejected(name, length)
+            if traceparent is not None and context._trace is None:
+                log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
+            if context_created.receivers:
+                signals.send_created(self.app_ref(), context)
+            app_iter = self.wsgi_app(self.app_ref(), environ, context.start_response)
+            if context._ends_at_close:
+                return _StreamedBody(app_iter, context, self)
+            context.send_response()
+            self.finish(context)
+            return app_iter
+        except BaseException as exc:
+            return self.fail(context, exc)
+        finally:
+            current_context.reset(token)
 
-    def finish(self, unit: Unit) -> None:
-        if unit.end() and context_destroyed.receivers:
-            signals.send_destroyed(self.app, unit.context)
+    def fail(self, context: _WsgiRequestContext, exc: BaseException) -> list[bytes]:
+        """An exception escaped the app (or a streamed body's first chunk): answer it with a
+        500 carrying the id, unless it must propagate (``PROPAGATE_EXCEPTIONS``, testing or
+        debug, as Flask decides; a greenlet kill; an exit) or the response has started."""
+        try:
+            app = self.app_ref()
+            propagate = app is None or app.config["PROPAGATE_EXCEPTIONS"]
+            if propagate is None:
+                propagate = app.testing or app.debug  # type: ignore[union-attr]
+            if propagate or isinstance(exc, _PASS_THROUGH) or context._server_start_response is None:
+                raise exc
+            return context.send_error(exc)
+        finally:
+            self.finish(context)
 
-
-def _echo_id(
-    start_response: Callable[..., Any],
-    name: str,
-    request_id: str,
-    status: str,
-    headers: list,
-    exc_info: Any = None,
-) -> Any:
-    """``start_response`` that adds the request id, unless the app already set that header."""
-    size, lowered = len(name), name.lower()
-    for key, _value in headers:
-        if len(key) == size and key.lower() == lowered:
-            break
-    else:
-        headers.append((name, request_id))
-    return start_response(status, headers, exc_info)
+    def finish(self, context: _WsgiRequestContext) -> None:
+        """The request's end: exactly once, by whichever path gets here first."""
+        if context._ended:
+            return
+        context._ended = True
+        end_request(context)
+        if context_destroyed.receivers:
+            signals.send_destroyed(self.app_ref(), context)
 
 
 class _StreamedBody:
-    """A streamed response body, produced with its request's context bound."""
+    """A body produced after the app call, with its request's context bound; the request
+    ends at ``close()`` (also after ``call_on_close`` callbacks, which run bound)."""
 
-    __slots__ = ("_app_iter", "_finish", "_iterator", "_unit")
+    __slots__ = ("_app_iter", "_context", "_first", "_iterator", "_middleware")
 
-    def __init__(self, app_iter: Iterable[bytes], unit: Unit, finish: Callable[[Unit], None]) -> None:
+    def __init__(
+        self, app_iter: Iterable[bytes], context: _WsgiRequestContext, middleware: _RequestMiddleware
+    ) -> None:
         self._app_iter = app_iter
+        self._context = context
+        self._middleware = middleware
         self._iterator: Iterator[bytes] = iter(app_iter)
-        self._unit = unit
-        self._finish = finish
+        # The first chunk is made now, before the response starts: an exception there is
+        # still answered with a 500 carrying the id (the caller has the context bound).
+        try:
+            self._first: bytes | None = next(self._iterator, None)
+        except BaseException:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+            raise
+        context.send_response()
 
     def __iter__(self) -> _StreamedBody:
         return self
 
     def __next__(self) -> bytes:
-        tokens = bind_unit(self._unit)
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        token = current_context.set(self._context)
         try:
             return next(self._iterator)
         finally:
-            unbind(tokens)
+            current_context.reset(token)
 
     def close(self) -> None:
-        tokens = bind_unit(self._unit)
+        token = current_context.set(self._context)
         try:
             close = getattr(self._app_iter, "close", None)
             if close is not None:
                 close()
         finally:
-            unbind(tokens)
-            self._finish(self._unit)
+            current_context.reset(token)
+            self._middleware.finish(self._context)
 
     def __del__(self) -> None:
         # A caller that never closes the body (Werkzeug's unbuffered test client) must not leak.
-        self._finish(self._unit)
+        self._middleware.finish(self._context)

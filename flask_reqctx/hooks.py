@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .context import current_unit
+from .context import current_context, current_unit
 
 __all__ = ["AsyncHook", "create_hook"]
 
@@ -102,10 +102,10 @@ def emit_init(eid: int, kind: str, trigger_eid: int, resource: Any) -> None:
 
 
 def emit_destroy(eid: int) -> None:
+    if _switch_tracer.active:
+        _switch_tracer.leave(eid)
     if _destroy_hooks:
         _call(_destroy_hooks, eid)
-    if _switch_tracer.active:
-        _switch_tracer.forget(eid)
 
 
 class _ThreadTracer:
@@ -134,10 +134,14 @@ class _ThreadTracer:
             if left is not None:
                 self.inside = None
                 _call(_after_hooks, left)
-            unit = current_unit.get()
-            if unit is not None and unit.context is not None:
-                self.inside = unit.eid
-                _call(_before_hooks, unit.eid)
+            context = current_context.get()
+            if context is not None:
+                unit = current_unit.get()
+                if unit is None or unit.context is not context:
+                    unit = context._unit  # a request's own unit (made at its start while hooked)
+                if unit is not None:
+                    self.inside = unit.eid
+                    _call(_before_hooks, unit.eid)
         except Exception:
             log.exception("flask_reqctx: switch tracer failed; ignored")
 
@@ -155,11 +159,13 @@ class _SwitchTracer:
         tracer = greenlet.gettrace()
         return tracer if isinstance(tracer, _ThreadTracer) else None
 
-    def forget(self, eid: int) -> None:
-        """A unit ended while switched in (a request returning): no ``after`` for it later."""
+    def leave(self, eid: int) -> None:
+        """A unit ends while switched in (a request returning, a greenlet's ``run``
+        finishing): its ``after`` fires now, before its destroy, and not again later."""
         tracer = self._ours()
         if tracer is not None and tracer.inside == eid:
             tracer.inside = None
+            _call(_after_hooks, eid)
 
     def update(self, active: bool) -> None:
         import greenlet

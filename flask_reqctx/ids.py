@@ -16,7 +16,14 @@ from typing import Any
 
 from .tracecontext import parse_traceparent
 
-__all__ = ["COMPOSITE_HEADERS", "environ_key", "incoming_request_id", "is_valid_request_id", "new_request_id"]
+__all__ = [
+    "COMPOSITE_HEADERS",
+    "check_request_id",
+    "environ_key",
+    "incoming_request_id",
+    "is_valid_request_id",
+    "new_request_id",
+]
 
 log = logging.getLogger("flask_reqctx")
 
@@ -60,6 +67,15 @@ def new_request_id() -> str:
 def is_valid_request_id(value: object) -> bool:
     """True for 1-128 characters of ``A-Za-z0-9._:-``: safe in a log line and a header."""
     return isinstance(value, str) and _is_valid(value) is not None
+
+
+def check_request_id(value: object) -> None:
+    """Raise ``ValueError`` (naming the rule) unless ``value`` is a valid request id."""
+    if not is_valid_request_id(value):
+        raise ValueError(
+            "a request id must be 1-128 characters of A-Za-z0-9._:- (got "
+            f"{type(value).__name__} of length {len(value) if isinstance(value, str) else '-'})"
+        )
 
 
 def environ_key(header: str) -> str:

@@ -1,119 +1,196 @@
 """Execution units and their lifecycle: ids, trigger ids, init/destroy, ``stats()``.
 
 A *unit* is what Node calls an async resource: a request, or a greenlet, thread, executor
-job or asyncio task created while a context was current.  Units are keyed by their
-execution id (a counter, never reused, unlike ``id()`` or thread idents) in ``_live`` while
-they hold a context; ending a unit pops it, so destroy fires exactly once per init.
+job or asyncio task created while a context was current.  Bookkeeping is done only where
+something needs it, so a plain request costs two counter ticks and no object:
+
+* ``live`` is exact from two counters: every unit opened ticks one, every unit ended the
+  other, exactly once (:meth:`Unit.end` is idempotent and thread-safe).
+* A child unit (greenlet, thread, job, task) gets a :class:`Unit` at creation, stored in
+  its own ``contextvars`` context next to the request context it inherits.  A unit that
+  vanishes without ending (a greenlet never started, a thread or task that dies holding a
+  context made by :func:`create_request_context`) is ended when its record is freed.
+* A request served by the middleware binds only the context; its :class:`Unit` (its
+  execution id and trigger) is made on first need: ``execution_id()`` in it, a child it
+  creates, or an enabled hook (then at its start, so init fires there).
+
+Execution ids come from a counter, never reused (unlike ``id()`` or thread idents).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from contextvars import Context
-from typing import Any
+from typing import Any, TypeVar
 
 from . import hooks, signals
 from .context import RequestContext, current_context, current_unit
+from .ids import check_request_id, new_request_id
 
-__all__ = ["Unit", "create_request_context", "execution_id", "stats", "trigger_id"]
+__all__ = [
+    "Unit",
+    "bind",
+    "close_request_context",
+    "create_request_context",
+    "execution_id",
+    "exit_context",
+    "stats",
+    "trigger_id",
+]
 
 _next_eid = itertools.count(1).__next__
-_destroyed = itertools.count()  # created is destroyed + live: one counter to keep
-_live: dict[int, Unit] = {}
+_opened = itertools.count()
+_ended = itertools.count()
+#: Tick once per unit opened / ended: ``live`` is their difference.
+count_opened = _opened.__next__
+count_ended = _ended.__next__
 
 
 class Unit:
-    """The lifecycle record of one execution unit; small, and holds no reference to it."""
+    """The lifecycle record of one execution unit; small, and holds no reference to it.
 
-    __slots__ = ("__weakref__", "context", "eid", "kind", "streamed", "tokens", "trigger_eid")
+    ``context`` is the request context the unit holds; ``None`` for a root (a unit that
+    never held one) and for a request's own unit, which the context refers to instead
+    (the other way round would make a reference cycle and delay freeing the request).
+    """
+
+    __slots__ = ("context", "eid", "kind", "open", "restore", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = _next_eid()
         self.trigger_eid = trigger_eid
         self.kind = kind
         self.context = context
-        self.tokens: Any = None  # set when create_request_context bound it
-        self.streamed = False  # a request whose body is produced after the view returns
+        #: Counted in ``live``: set by :func:`open_unit`, cleared by :meth:`end`.
+        self.open = False
+        #: For a context made by create_request_context: the values to restore on close.
+        self.restore: tuple[RequestContext | None, Unit | None] | None = None
 
     def end(self, *_ignored: Any) -> bool:
-        """Destroy this unit; True the first time only.  Usable as a rawlink/done callback."""
-        if _live.pop(self.eid, None) is None:
+        """Destroy this unit; True the first time only.  Usable as a done callback."""
+        if not self.open:
             return False
-        next(_destroyed)
+        # No call between the test and the store: CPython switches threads (and greenlet
+        # switches happen) only at calls and backward jumps, so one of two racers gets here.
+        self.open = False
+        count_ended()
         if hooks.lifecycle_hooks:
             hooks.emit_destroy(self.eid)
         return True
+
+    def __del__(self) -> None:
+        # The unit's greenlet, thread or task is gone without ending it (never started,
+        # or a context made by create_request_context was never closed).
+        if self.open and self.end() and self.restore is not None:
+            signals.send_destroyed(None, self.context)
 
     def __repr__(self) -> str:
         return f"<Unit {self.kind} eid={self.eid} trigger={self.trigger_eid} {self.context!r}>"
 
 
-def _ensure_unit() -> Unit:
-    """The current unit, giving an anonymous (context-less) one its id on first ask."""
-    unit = current_unit.get()
-    if unit is None:
-        unit = Unit("root", 0, None)
-        current_unit.set(unit)
-    return unit
-
-
 def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: int) -> Unit:
     """Register a unit holding ``context`` and fire init."""
     unit = Unit(kind, trigger_eid, context)
-    _live[unit.eid] = unit
+    unit.open = True
+    count_opened()
     if hooks.lifecycle_hooks:
         hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
 
 
+def current() -> Unit:
+    """The unit running now, given its record on first ask."""
+    unit = current_unit.get()
+    context = current_context.get()
+    if unit is not None and (unit.context is context or context is None):
+        return unit
+    if context is None:  # a root: an identity of its own, kept for its life
+        unit = Unit("root", 0, None)
+        current_unit.set(unit)
+        return unit
+    return request_unit(context)
+
+
+def request_unit(context: RequestContext) -> Unit:
+    """The unit of the request that ``context`` belongs to, made on first need.
+
+    Only called from that request's own unit, where :data:`current_unit` still holds the
+    server's unit (a connection greenlet, a worker thread): that is the request's trigger.
+    """
+    unit = context._unit
+    if unit is None:
+        server = current_unit.get()
+        if server is None:
+            server = Unit("root", 0, None)
+            current_unit.set(server)
+        unit = Unit("request", server.eid, None)
+        if context._unit is None:  # another thread may have won the race
+            context._unit = unit
+        unit = context._unit
+    return unit
+
+
+def announce_request(context: RequestContext) -> None:
+    """A request starts while a hook is enabled: give it its unit now and fire init."""
+    unit = request_unit(context)
+    hooks.emit_init(unit.eid, "request", unit.trigger_eid, context)
+
+
+def end_request(context: RequestContext) -> None:
+    """A request served by the middleware ends (exactly once per request)."""
+    count_ended()
+    if hooks.lifecycle_hooks and context._unit is not None:
+        hooks.emit_destroy(context._unit.eid)
+
+
 def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
     """At creation of a child unit: a unit inheriting the current context, and a fresh
     :class:`contextvars.Context` holding it for the child to run in; ``None`` when there
-    is no context to inherit (the child then costs nothing more)."""
+    is no context to inherit (the child then costs nothing more).
+
+    Only our two variables are carried: Flask's own request context is not (``flask.request``
+    in a child that outlives its request would read a torn-down request).
+    """
     context = current_context.get()
     if context is None:
         return None
-    parent = current_unit.get()
-    unit = Unit(kind, parent.eid if parent is not None else 0, context)
-    _live[unit.eid] = unit
-    if hooks.lifecycle_hooks:
-        hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
+    unit = open_unit(kind, context, resource, current().eid)
     child_vars = Context()
-    child_vars.run(_bind, context, unit)
+    child_vars.run(current_context.set, context)
+    child_vars.run(current_unit.set, unit)
     return unit, child_vars
-
-
-def _bind(context: RequestContext | None, unit: Unit | None) -> None:
-    current_context.set(context)
-    current_unit.set(unit)
-
-
-def bind_unit(unit: Unit) -> Any:
-    """Bind ``unit`` (and its context) to the running unit; returns tokens for :func:`unbind`."""
-    return current_context.set(unit.context), current_unit.set(unit)
-
-
-def unbind(tokens: Any) -> None:
-    context_token, unit_token = tokens
-    current_unit.reset(unit_token)
-    current_context.reset(context_token)
 
 
 def execution_id() -> int:
     """Process-unique id of the current execution unit; each request gets a fresh one."""
-    return _ensure_unit().eid
+    return current().eid
 
 
 def trigger_id() -> int:
     """``execution_id()`` of the unit that created the current one; 0 for a root."""
-    return _ensure_unit().trigger_eid
+    return current().trigger_eid
 
 
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
-    destroyed = int(repr(_destroyed)[6:-1])  # itertools.count shows its next value
-    live = len(_live)
-    return {"live": live, "created": destroyed + live, "destroyed": destroyed}
+    # itertools.count shows its next value: read both without ticking them.
+    ended = int(repr(_ended)[6:-1])
+    created = int(repr(_opened)[6:-1])
+    return {"live": created - ended, "created": created, "destroyed": ended}
+
+
+class CreatedContext(RequestContext):
+    """A context made by :func:`create_request_context`; ``with`` closes it."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> CreatedContext:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        close_request_context(self)
 
 
 def create_request_context(
@@ -121,22 +198,29 @@ def create_request_context(
 ) -> RequestContext:
     """Bind a new context to the current unit outside Flask (a CLI job, a queue worker).
 
-    Over an existing context the new one *replaces* it for this unit: an inherited or
-    request context is shadowed and comes back when the new one is closed; a context that
-    an earlier ``create_request_context`` made in this same unit is closed first, so a
-    worker loop calling it once per job never accumulates live contexts.  Use it as a
-    context manager (``with create_request_context(...) as ctx:``) to close it at the end.
-    ``kind`` is the unit kind its init hook reports (``"task"`` for a task-queue job).
+    ``request_id`` must pass the same rule as an incoming header (``ValueError`` otherwise)
+    and ``data`` must be a dict (``TypeError``).  Over an existing context the new one
+    *replaces* it for this unit: an inherited or request context is shadowed and comes
+    back when the new one is closed; a context that an earlier ``create_request_context``
+    made in this same unit is closed first, so a worker loop calling it once per job never
+    accumulates live contexts.  Use it as a context manager (``with
+    create_request_context(...) as ctx:``) to close it at the end; one never closed is
+    destroyed when its unit (thread, greenlet, asyncio task) ends.  ``kind`` is the unit
+    kind its init hook reports (``"task"`` for a task-queue job).
     """
-    from .ids import new_request_id
-
-    previous = current_unit.get()
-    if previous is not None and previous.tokens is not None:
+    if data is not None and not isinstance(data, dict):
+        raise TypeError(f"create_request_context: data must be a dict, not {type(data).__name__}")
+    if request_id is not None:
+        check_request_id(request_id)
+    previous = current()
+    if previous.restore is not None:
         close_request_context(previous.context)
-        previous = current_unit.get()
-    context = RequestContext(request_id if request_id is not None else new_request_id(), data or {})
-    unit = open_unit(kind, context, context, previous.eid if previous is not None else 0)
-    unit.tokens = bind_unit(unit)
+        previous = current()
+    context = CreatedContext(request_id if request_id is not None else new_request_id(), data or {})
+    unit = open_unit(kind, context, context, previous.eid)
+    unit.restore = (current_context.get(), current_unit.get())
+    current_context.set(context)
+    current_unit.set(unit)
     signals.send_created(None, context)
     return context
 
@@ -148,13 +232,57 @@ def close_request_context(context: RequestContext | None = None) -> bool:
     a child greenlet that merely inherited it.
     """
     unit = current_unit.get()
-    if unit is None or unit.tokens is None or (context is not None and unit.context is not context):
+    if unit is None or unit.restore is None or (context is not None and unit.context is not context):
         return False
-    tokens, unit.tokens = unit.tokens, None
-    try:
-        unbind(tokens)
-    except ValueError:  # set in another Context (e.g. a copied one); clear it here instead
-        _bind(None, None)
-    unit.end()
-    signals.send_destroyed(None, unit.context)
+    if current_context.get() is not unit.context:
+        return False
+    previous_context, previous_unit = unit.restore
+    current_context.set(previous_context)
+    current_unit.set(previous_unit)
+    if unit.end():
+        signals.send_destroyed(None, unit.context)
     return True
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bind(fn: F) -> F:
+    """Return ``fn`` wrapped to run in the context current now (Node's ``AsyncLocalStorage.bind``).
+
+    For work handed to something the extension cannot see: a callback registry, a
+    third-party pool, a queue consumed elsewhere.  Outside a context, ``fn`` runs with none.
+    """
+    context, unit = current_context.get(), current_unit.get()
+
+    @functools.wraps(fn)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        context_token = current_context.set(context)
+        unit_token = current_unit.set(unit)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            current_unit.reset(unit_token)
+            current_context.reset(context_token)
+
+    return bound  # type: ignore[return-value]
+
+
+R = TypeVar("R")
+
+
+def exit_context(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Run ``fn(*args, **kwargs)`` with no context (Node's ``AsyncLocalStorage.exit``).
+
+    For work started from inside a request that must not belong to it: a long-lived
+    worker greenlet or thread started lazily on the first request would otherwise keep
+    that request's context for its whole life, e.g.
+    ``exit_context(gevent.spawn, consume_forever)``.
+    """
+    context_token = current_context.set(None)
+    unit_token = current_unit.set(None)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        current_unit.reset(unit_token)
+        current_context.reset(context_token)

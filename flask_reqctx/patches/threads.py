@@ -1,0 +1,82 @@
+"""``threading`` and ``concurrent.futures``: threads and executor jobs inherit the context.
+
+* ``threading.Thread.start`` captures (the child's unit and context are fixed here, in the
+  starter) and ``Thread._bootstrap_inner`` runs the thread in them, then ends its unit.
+* ``concurrent.futures.ThreadPoolExecutor.submit``: each job runs in its submitter's
+  context; the pooled worker itself holds none between jobs, also when this very submit
+  starts it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import threading
+from contextvars import Context
+from typing import Any
+
+from ..registry import Unit, open_child
+
+__all__ = ["install"]
+
+
+def install() -> None:
+    _install_thread()
+    _install_executor()
+
+
+def _install_thread() -> None:
+    Thread = threading.Thread
+    original_start = Thread.start
+    original_bootstrap = Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    @functools.wraps(original_start)
+    def start(self: threading.Thread) -> None:
+        child = open_child("thread", self)
+        if child is None:
+            return original_start(self)
+        self._reqctx_child = child  # type: ignore[attr-defined]
+        try:
+            original_start(self)
+        except BaseException:
+            child[0].end()
+            raise
+
+    @functools.wraps(original_bootstrap)
+    def _bootstrap_inner(self: threading.Thread) -> None:
+        child: tuple[Unit, Context] | None = self.__dict__.pop("_reqctx_child", None)
+        if child is None:
+            return original_bootstrap(self)
+        unit, child_vars = child
+        try:
+            child_vars.run(original_bootstrap, self)
+        finally:
+            unit.end()
+
+    Thread.start = start  # type: ignore[method-assign]
+    Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
+
+
+def _install_executor() -> None:
+    Executor = concurrent.futures.ThreadPoolExecutor
+    original_submit = Executor.submit
+
+    @functools.wraps(original_submit)
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        child = open_child("thread", fn)
+        if child is None:
+            return original_submit(self, fn, *args, **kwargs)
+        unit, child_vars = child
+        try:
+            # Submitted from a blank context: a worker thread this submit starts must not
+            # inherit the context (it serves later jobs of other requests).
+            future: concurrent.futures.Future[Any] = Context().run(
+                original_submit, self, child_vars.run, fn, *args, **kwargs
+            )
+        except BaseException:
+            unit.end()
+            raise
+        future.add_done_callback(unit.end)  # also on cancellation, and on shutdown
+        return future
+
+    Executor.submit = submit  # type: ignore[method-assign]
