@@ -33,7 +33,7 @@ from .ids import (
     log_rejected,
     new_request_id,
 )
-from .registry import announce_request, count_opened, end_request
+from .registry import announce_request, count_ended, count_opened, end_request_hooked
 from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
@@ -70,29 +70,32 @@ class _Settings:
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
         self.redact = redact_set(option("redact_headers", DEFAULT_REDACT_HEADERS))
         self.validator: Callable[[str], bool] = option("validator", is_valid_request_id)
-        self.generator: Callable[[], str] = option("generator", new_request_id)
+        generator: Callable[[], str] = option("generator", new_request_id)
+        self.fresh_id = generator if generator is new_request_id else _checked(generator)
+        #: The environ keys an incoming id is looked for under; none when not trusted.
+        self.incoming_keys = self.header_keys if self.trust_incoming else ()
         self.loader: DataLoader | None = options.get("data")
         if self.loader is not None and not callable(self.loader):
             raise TypeError("ReqCtx(data=...) must be a callable(request) -> dict")
 
-    def choose_id(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, int]] | None]:
-        """The request's id, and the ``(header, length)`` of each invalid incoming one
-        (logged by the middleware once the context is bound, so under the fresh id)."""
-        rejected: list[tuple[str, int]] | None = None
-        if self.trust_incoming:
-            for key in self.header_keys:
-                if key in environ:  # the common case, no header at all, allocates nothing
-                    rejected = []
-                    incoming = incoming_request_id(environ, self.header_keys, self.validator, rejected)
-                    if incoming is not None:
-                        return incoming, rejected
-                    break
-        generator = self.generator
+    def incoming_id(self, environ: dict[str, Any]) -> tuple[str | None, list[tuple[str, int]]]:
+        """The first valid incoming id (None if none), and the ``(header, length)`` of each
+        invalid one (logged by the middleware once the context is bound, so under the fresh id)."""
+        rejected: list[tuple[str, int]] = []
+        return incoming_request_id(environ, self.header_keys, self.validator, rejected), rejected
+
+
+def _checked(generator: Callable[[], str]) -> Callable[[], str]:
+    """A user's id generator, whose ids must pass the same rule as incoming ones."""
+
+    def fresh_id() -> str:
         generated = generator()
-        if generator is not new_request_id and not is_valid_request_id(generated):
-            log.error("flask_reqctx: the id generator returned an invalid id; using a uuid4")
-            generated = new_request_id()
-        return generated, rejected
+        if not is_valid_request_id(generated):
+            log.error("the id generator returned an invalid id; using a uuid4")
+            return new_request_id()
+        return generated
+
+    return fresh_id
 
 
 def settings_for(app: Flask) -> _Settings:
@@ -294,9 +297,16 @@ class _RequestMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         settings = self.settings
-        request_id, rejected = settings.choose_id(environ)
+        request_id = rejected = None
+        for key in settings.incoming_keys:
+            if key in environ:  # the common case, no header at all, allocates nothing
+                request_id, rejected = settings.incoming_id(environ)
+                break
         context = _WsgiRequestContext(
-            request_id, environ if settings.loader is None else None, settings, start_response
+            request_id or settings.fresh_id(),
+            environ if settings.loader is None else None,
+            settings,
+            start_response,
         )
         traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
@@ -318,7 +328,10 @@ class _RequestMiddleware:
             if context._ends_at_close:
                 return _StreamedBody(app_iter, context, self)
             context.send_response()
-            self.finish(context)
+            context._ended = True  # what finish() does, inline on the common path
+            count_ended()
+            if hooks.lifecycle_hooks or context_destroyed.receivers:
+                end_request_hooked(context, self.app_ref())
             return app_iter
         except BaseException as exc:
             return self.fail(context, exc)
@@ -345,9 +358,8 @@ class _RequestMiddleware:
         if context._ended:
             return
         context._ended = True
-        end_request(context)
-        if context_destroyed.receivers:
-            signals.send_destroyed(self.app_ref(), context)
+        count_ended()
+        end_request_hooked(context, self.app_ref())
 
 
 class _StreamedBody:

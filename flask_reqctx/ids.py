@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .pooled import pooled
 from .tracecontext import parse_traceparent
 
 __all__ = [
@@ -32,19 +33,15 @@ _is_valid = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
 
 #: Ready-made ids, made 512 at a time with C-level bulk operations (one ``os.urandom``, two
 #: ``translate`` calls for the version and variant bits, 32 slice copies into the
-#: ``8-4-4-4-12`` layout): about a quarter of ``str(uuid4())`` per id.  Emptied in a forked
-#: child (gunicorn forks its workers), so no two processes ever hand out the same ids.
+#: ``8-4-4-4-12`` layout): a C-level call and about a tenth of ``str(uuid4())`` per id.
 _BATCH = 512
 _VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
 _VARIANT_RFC4122 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
 _RECORD = b"00000000-0000-0000-0000-000000000000 "
 _DIGIT_AT = [(k, k + (k >= 8) + (k >= 12) + (k >= 16) + (k >= 20)) for k in range(32)]
-_pool: list[str] = []
-_take = _pool.pop
-os.register_at_fork(after_in_child=_pool.clear)
 
 
-def _refill() -> None:
+def _uuid4_batch() -> list[str]:
     raw = bytearray(_urandom(16 * _BATCH))
     raw[6::16] = raw[6::16].translate(_VERSION_4)
     raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
@@ -52,16 +49,11 @@ def _refill() -> None:
     text = bytearray(_RECORD * _BATCH)
     for digit, at in _DIGIT_AT:
         text[at :: len(_RECORD)] = digits[digit::32]
-    _pool.extend(text.decode().split())
+    return text.decode().split()
 
 
-def new_request_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` but >10x cheaper."""
-    try:
-        return _take()
-    except IndexError:
-        _refill()
-        return _take()
+#: A random (version 4) UUID string, as ``str(uuid.uuid4())`` but >10x cheaper.
+new_request_id: Callable[[], str] = pooled(_uuid4_batch)
 
 
 def is_valid_request_id(value: object) -> bool:

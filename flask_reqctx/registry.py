@@ -138,11 +138,11 @@ def announce_request(context: RequestContext) -> None:
     hooks.emit_init(unit.eid, "request", unit.trigger_eid, context)
 
 
-def end_request(context: RequestContext) -> None:
-    """A request served by the middleware ends (exactly once per request)."""
-    count_ended()
+def end_request_hooked(context: RequestContext, sender: Any) -> None:
+    """A request served by the middleware has ended: its destroy hook and signal."""
     if hooks.lifecycle_hooks and context._unit is not None:
         hooks.emit_destroy(context._unit.eid)
+    signals.send_destroyed(sender, context)
 
 
 def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+
+from .pooled import pooled
 
 __all__ = ["TraceContext", "new_span_id", "new_trace_id", "parse_traceparent", "parse_tracestate"]
 
@@ -43,16 +46,21 @@ _tracestate_key = re.compile(
 _tracestate_value = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]").fullmatch
 
 
-def new_trace_id() -> str:
-    """32 random lowercase hex digits (never all zero)."""
-    trace_id = _urandom(16).hex()
-    return trace_id if trace_id != _ZERO_TRACE else new_trace_id()
+def _hex_batch(size: int) -> Callable[[], list[str]]:
+    """Batches of 512 random ids of ``size`` bytes in lowercase hex, none all zero."""
+    zero = "0" * (2 * size)
+
+    def make() -> list[str]:
+        ids = _urandom(size * 512).hex(" ", size).split()
+        return ids if zero not in ids else [i for i in ids if i != zero]
+
+    return make
 
 
-def new_span_id() -> str:
-    """16 random lowercase hex digits (never all zero)."""
-    span_id = _urandom(8).hex()
-    return span_id if span_id != _ZERO_SPAN else new_span_id()
+#: 32 random lowercase hex digits (never all zero), pooled like request ids.
+new_trace_id: Callable[[], str] = pooled(_hex_batch(16))
+#: 16 random lowercase hex digits (never all zero), pooled like request ids.
+new_span_id: Callable[[], str] = pooled(_hex_batch(8))
 
 
 def parse_traceparent(value: object) -> tuple[str, str, str] | None:
