@@ -21,7 +21,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from . import signals
 from .context import RequestContext, current_context, current_unit
-from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
+from .data import HeaderRedaction, headers_data
 from .ids import (
     COMPOSITE_HEADERS,
     environ_key,
@@ -64,8 +64,10 @@ class _Settings:
         outgoing_header = option("outgoing_header", plain)
         self.outgoing_header: str | None = outgoing_header or None
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
-        self.redact = redact_set(option("redact_headers", DEFAULT_REDACT_HEADERS))
         self.validator: Callable[[str], bool] = option("validator", is_valid_request_id)
+        # What the default data shows of each header (data.py): the id headers go through the validator.
+        redact, keep = option("redact_headers", ()), option("keep_headers", ())
+        self.redact = HeaderRedaction(redact, keep, self.header_keys, self.validator)
         self.generator: Callable[[], str] = option("generator", new_request_id)
         self.loader: DataLoader | None = options.get("data")
         if self.loader is not None and not callable(self.loader):
