@@ -88,7 +88,7 @@ class _Settings:
         generator = self.generator
         generated = generator()
         if generator is not new_request_id and not is_valid_request_id(generated):
-            log.error("flask_reqctx: the id generator returned an invalid id; using a uuid4")
+            log.error("the id generator returned an invalid id; using a uuid4")
             generated = new_request_id()
         return generated, rejected
 
@@ -167,7 +167,7 @@ def _load_data(loader: DataLoader) -> None:
         if not isinstance(data, dict):
             raise TypeError(f"data loader returned {type(data).__name__}, not dict")
     except Exception:
-        log.exception("flask_reqctx: data loader raised; this request's context has empty data")
+        log.exception("data loader raised; this request's context has empty data")
         data = {}
     context.data = data
 
@@ -213,7 +213,7 @@ class _RequestMiddleware:
             for name, length in rejected:
                 log_rejected(name, length)
         if traceparent is not None and context._trace is None:
-            log.debug("flask_reqctx: ignored an invalid traceparent (%d chars)", len(traceparent))
+            log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
         if context_created.receivers:
             signals.send_created(self.app, context)
         if settings.response_header is not None:
