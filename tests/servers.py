@@ -199,7 +199,7 @@ class GunicornServer:
 
     def worker_pid(self) -> int:
         """The pid of the worker answering ``GET /health``, for apps whose ``/health`` returns
-        ``{"pid": ...}`` (``issue4_apps``)."""
+        ``{"pid": ...}`` (``calling_services``)."""
         return int(self.get_json("/health")["pid"])
 
     def wait_idle(self, pids: Iterable[int] = (), timeout: float = 10.0) -> dict[int, dict]:
