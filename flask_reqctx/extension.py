@@ -109,7 +109,8 @@ class ReqCtx:
     turns the echo off), ``outgoing_header`` (the same default; the name the id is sent
     under by :meth:`outgoing_headers`; False: not sent), ``trust_traceparent`` (defaults
     to ``trust_incoming``: adopt a valid incoming W3C ``traceparent``/``tracestate``),
-    ``redact_headers``, ``validator`` (a callable(str) -> bool, applied on top of the
+    ``redact_headers`` and ``keep_headers`` (names added to / exempt from the redaction
+    rule of :mod:`flask_reqctx.data`), ``validator`` (a callable(str) -> bool, applied on top of the
     built-in charset/length check, which it can tighten but not loosen), ``generator``;
     and ``data=callable(request) -> dict`` to replace the default data.
     """
