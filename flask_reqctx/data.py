@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .ids import accepted_id, header_name, is_valid_request_id
 
@@ -148,4 +148,5 @@ def default_data(request: Any) -> dict[str, Any]:
 
     from .extension import settings_for
 
-    return headers_data(request.environ, settings_for(current_app._get_current_object()).redact)
+    app = cast(Any, current_app)._get_current_object()  # the app itself: settings are keyed by it
+    return headers_data(request.environ, settings_for(app).redact)
