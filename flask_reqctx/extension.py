@@ -24,7 +24,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from . import hooks, signals
 from .context import RequestContext, current_context
-from .data import DEFAULT_REDACT_HEADERS, headers_data, redact_set
+from .data import HeaderRedaction, headers_data
 from .ids import (
     COMPOSITE_HEADERS,
     environ_key,
@@ -68,8 +68,10 @@ class _Settings:
         outgoing_header = option("outgoing_header", plain)
         self.outgoing_header: str | None = outgoing_header or None
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
-        self.redact = redact_set(option("redact_headers", DEFAULT_REDACT_HEADERS))
         self.validator: Callable[[str], bool] = option("validator", is_valid_request_id)
+        # What the default data shows of each header (data.py): the id headers go through the validator.
+        redact, keep = option("redact_headers", ()), option("keep_headers", ())
+        self.redact = HeaderRedaction(redact, keep, self.header_keys, self.validator)
         generator: Callable[[], str] = option("generator", new_request_id)
         self.fresh_id = generator if generator is new_request_id else _checked(generator)
         #: The environ keys an incoming id is looked for under; none when not trusted.
@@ -114,7 +116,8 @@ class ReqCtx:
     turns the echo off), ``outgoing_header`` (the same default; the name the id is sent
     under by :meth:`outgoing_headers`; False: not sent), ``trust_traceparent`` (defaults
     to ``trust_incoming``: adopt a valid incoming W3C ``traceparent``/``tracestate``),
-    ``redact_headers``, ``validator`` (a callable(str) -> bool, applied on top of the
+    ``redact_headers`` and ``keep_headers`` (names added to / exempt from the redaction
+    rule of :mod:`flask_reqctx.data`), ``validator`` (a callable(str) -> bool, applied on top of the
     built-in charset/length check, which it can tighten but not loosen), ``generator``;
     and ``data=callable(request) -> dict`` to replace the default data.
     """

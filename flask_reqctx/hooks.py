@@ -93,7 +93,7 @@ def _call(callbacks: tuple[Callable[..., Any], ...], *args: Any) -> None:
         try:
             cb(*args)
         except Exception:
-            log.exception("flask_reqctx: hook callback %r raised; ignored", cb)
+            log.exception("hook callback %r raised; ignored", cb)
 
 
 def emit_init(eid: int, kind: str, trigger_eid: int, resource: Any) -> None:
@@ -126,7 +126,7 @@ class _ThreadTracer:
             try:
                 self.previous(event, args)
             except Exception:
-                log.exception("flask_reqctx: chained greenlet tracer raised; ignored")
+                log.exception("chained greenlet tracer raised; ignored")
         if not _switch_tracer.active:
             return
         try:
@@ -143,7 +143,7 @@ class _ThreadTracer:
                     self.inside = unit.eid
                     _call(_before_hooks, unit.eid)
         except Exception:
-            log.exception("flask_reqctx: switch tracer failed; ignored")
+            log.exception("switch tracer failed; ignored")
 
 
 class _SwitchTracer:

@@ -19,8 +19,10 @@ from .tracecontext import parse_traceparent
 
 __all__ = [
     "COMPOSITE_HEADERS",
+    "accepted_id",
     "check_request_id",
     "environ_key",
+    "header_name",
     "incoming_request_id",
     "is_valid_request_id",
     "new_request_id",
@@ -75,6 +77,12 @@ def environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
+def header_name(key: str) -> str:
+    """The header name of a WSGI environ key, as Werkzeug spells it (``HTTP_X_API_KEY`` ->
+    ``X-Api-Key``, ``CONTENT_TYPE`` -> ``Content-Type``)."""
+    return key.removeprefix("HTTP_").replace("_", "-").title()
+
+
 def _amzn_trace_id(value: str) -> str:
     """``X-Amzn-Trace-Id: Root=1-...;Self=1-...``: the ``Self`` part, else ``Root``."""
     parts = dict(p.partition("=")[::2] for p in value.split(";"))
@@ -112,20 +120,14 @@ def incoming_request_id(
         raw = environ.get(key)
         if raw is None:
             continue
-        parse = _PARSERS.get(key)
-        value = parse(raw) if parse is not None else raw
-        valid = is_valid_request_id(value)
-        if valid and validator is not is_valid_request_id:
-            try:
-                valid = bool(validator(value))
-            except Exception as exc:  # no traceback: its message may quote the value
-                log.error(
-                    "flask_reqctx: request-id validator raised %s; id treated as invalid", type(exc).__name__
-                )
-                valid = False
-        if valid:
+        try:
+            value = accepted_id(key, raw, validator)
+        except Exception as exc:  # no traceback: its message may quote the value
+            log.error("request-id validator raised %s; id treated as invalid", type(exc).__name__)
+            value = None
+        if value is not None:
             return value
-        name = key[5:].replace("_", "-").title()
+        name = header_name(key)
         if rejected is not None:
             rejected.append((name, len(raw)))
         else:
@@ -133,6 +135,19 @@ def incoming_request_id(
     return None
 
 
+def accepted_id(key: str, raw: str, validator: Callable[[str], bool] = is_valid_request_id) -> str | None:
+    """The id that header ``key`` (an environ key) carries in ``raw``, if it passes the
+    built-in check and then ``validator`` (which only ever sees safe strings); else None.
+    Whatever ``validator`` raises propagates."""
+    parse = _PARSERS.get(key)
+    value = parse(raw) if parse is not None else raw
+    if not is_valid_request_id(value):
+        return None
+    if validator is not is_valid_request_id and not validator(value):
+        return None
+    return value
+
+
 def log_rejected(name: str, length: int) -> None:
     """The warning for an invalid incoming id: its header and its length, never its value."""
-    log.warning("flask_reqctx: ignored an invalid incoming %s (%d chars); a fresh id is used", name, length)
+    log.warning("ignored an invalid incoming %s (%d chars); a fresh id is used", name, length)

@@ -26,7 +26,7 @@ def _send(signal: Any, sender: Any, context: Any) -> None:
         try:
             signal.send(sender, context=context)
         except Exception:
-            log.exception("flask_reqctx: a %s receiver raised; ignored", signal.name)
+            log.exception("a %s receiver raised; ignored", signal.name)
 
 
 def send_created(sender: Any, context: Any) -> None:

@@ -8,6 +8,8 @@ they are real threads and real sleeps, and children are threads instead of green
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import threading
@@ -30,6 +32,13 @@ assert flask_reqctx.propagation.installed(), "server tests need FLASK_REQCTX_PAT
 
 app = Flask(__name__)
 ReqCtx(app)
+
+# The extension's records, named (its messages carry no prefix): ``flask_reqctx: LEVEL: message``
+# on stderr, which gunicorn's log collects (``GunicornServer.extension_errors``).
+_handler = logging.StreamHandler()
+_handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+logging.getLogger("flask_reqctx").addHandler(_handler)
+log = logging.getLogger("server_app")
 
 #: (id the view saw, id its late child saw, the request had been closed when the child ran)
 LATE: list[dict] = []
@@ -70,6 +79,15 @@ def stats_view():
     current = stats()
     # This request is itself one live unit while the view runs.
     return jsonify(stats=current, live_besides_this_request=current["live"] - 1, pid=os.getpid())
+
+
+@app.get("/context")
+def context_view():
+    """The request's context, also logged (as an app that logs its request data would)."""
+    ctx = get_request_context()
+    assert ctx is not None
+    log.warning("context %s", json.dumps(ctx.to_dict()))
+    return jsonify(ctx.to_dict())
 
 
 @app.get("/fanout")

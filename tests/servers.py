@@ -155,7 +155,8 @@ class GunicornServer:
         return self.log(None).count("Booting worker with pid")
 
     def extension_errors(self) -> list[str]:
-        """Lines the ``flask_reqctx`` logger wrote (its messages start ``flask_reqctx: ``)."""
+        """Lines the ``flask_reqctx`` logger wrote (``server_app`` formats them
+        ``flask_reqctx: LEVEL: message``)."""
         return [line for line in self.log(None).splitlines() if "flask_reqctx: " in line]
 
     def stop(self) -> None:
@@ -198,7 +199,7 @@ class GunicornServer:
 
     def worker_pid(self) -> int:
         """The pid of the worker answering ``GET /health``, for apps whose ``/health`` returns
-        ``{"pid": ...}`` (``issue4_apps``)."""
+        ``{"pid": ...}`` (``calling_services``)."""
         return int(self.get_json("/health")["pid"])
 
     def wait_idle(self, pids: Iterable[int] = (), timeout: float = 10.0) -> dict[int, dict]:

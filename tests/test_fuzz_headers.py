@@ -164,7 +164,7 @@ def _check_ids(status: int, headers: list[tuple[bytes, bytes]], body: bytes, sen
 def server():
     # log_level="info": boots() counts gunicorn's "Booting worker" lines, logged at INFO.
     env = {"PYTHONIOENCODING": "utf-8"}
-    with GunicornServer(app="issue4_apps:make_b()", env=env, log_level="info") as srv:
+    with GunicornServer(app="calling_services:make_b()", env=env, log_level="info") as srv:
         srv.first_pid = srv.worker_pid()
         yield srv
 

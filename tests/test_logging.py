@@ -57,8 +57,8 @@ def _listed(
 
 @pytest.fixture
 def captured():
-    """A logger ``issue4.test`` whose handler carries the filter."""
-    with _listed("issue4.test", handler_filter=RequestIdFilter()) as (logger, records):
+    """A logger ``logtest.handler`` whose handler carries the filter."""
+    with _listed("logtest.handler", handler_filter=RequestIdFilter()) as (logger, records):
         logger.setLevel(logging.INFO)
         yield logger, records
 
@@ -133,7 +133,7 @@ def test_concurrent_requests_never_mix_ids(app, captured):
 
 
 def test_filter_on_a_logger_and_the_default(app, client):
-    with _listed("issue4.on_logger", logger_filter=RequestIdFilter(default="none")) as (logger, records):
+    with _listed("logtest.on_logger", logger_filter=RequestIdFilter(default="none")) as (logger, records):
 
         @app.get("/")
         def index():
@@ -171,7 +171,7 @@ def test_documented_dict_config_works(app, client, monkeypatch):
     monkeypatch.setattr(sys, "stderr", stream)  # ext://sys.stderr resolves at configure time
     try:
         exec(compile(example, "docstring-example", "exec"), {})
-        log = logging.getLogger("issue4.dictconfig")
+        log = logging.getLogger("logtest.dictconfig")
 
         @app.get("/")
         def index():
@@ -186,12 +186,12 @@ def test_documented_dict_config_works(app, client, monkeypatch):
                 root.removeHandler(handler)
         root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
-    assert lines[0].endswith("INFO [- -] issue4.dictconfig: at start-up")
-    assert lines[1].endswith(f"INFO [doc-rid {TRACEPARENT[3:35]}] issue4.dictconfig: in the view")
+    assert lines[0].endswith("INFO [- -] logtest.dictconfig: at start-up")
+    assert lines[1].endswith(f"INFO [doc-rid {TRACEPARENT[3:35]}] logtest.dictconfig: in the view")
 
 
 def test_log_record_factory(app, client):
-    with _listed("issue4.factory") as (logger, records):  # no filter: the factory alone
+    with _listed("logtest.factory") as (logger, records):  # no filter: the factory alone
         reqctx_logging.install_log_record_factory()
         reqctx_logging.install_log_record_factory()  # idempotent
         try:

@@ -199,9 +199,9 @@ def test_uninstall_restores_requests(app, client):
 @pytest.fixture(scope="module")
 def services():
     # The apps' APPLOG lines (their own stderr handler) land in gunicorn's log, read by .log(None).
-    with GunicornServer(app="issue4_apps:make_b()", log_level="info") as b:
-        env = {"ISSUE4_B_URL": b.base}
-        with GunicornServer(app="issue4_apps:make_a()", env=env, log_level="info") as a:
+    with GunicornServer(app="calling_services:make_b()", log_level="info") as b:
+        env = {"SERVICE_B_URL": b.base}
+        with GunicornServer(app="calling_services:make_a()", env=env, log_level="info") as a:
             yield a, b
 
 

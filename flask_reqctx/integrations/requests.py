@@ -86,7 +86,7 @@ def _add_headers(context: Any, request: requests.PreparedRequest) -> None:
             if not predicate(request):
                 return
         except Exception:
-            log.exception("flask_reqctx: should_propagate raised; no ids sent on this call")
+            log.exception("should_propagate raised; no ids sent on this call")
             return
     headers = request.headers  # a CaseInsensitiveDict: ``in`` ignores case
     caller_traces = "traceparent" in headers  # their trace: our tracestate would not belong to it

@@ -1,4 +1,4 @@
-"""Apps served by gunicorn in the issue-4 tests: service A calls service B over loopback.
+"""Two services served by gunicorn for the cross-service tests: A calls B over loopback.
 
 Both log through :class:`flask_reqctx.logging.RequestIdFilter` to stderr, one line per
 record: ``APPLOG <service> rid=<request id> tid=<trace id> <message>``.
@@ -18,7 +18,7 @@ from flask import Flask, jsonify, request
 from flask_reqctx import ReqCtx, get_request_context, outgoing_headers
 from flask_reqctx.integrations import requests as reqctx_requests
 
-log = logging.getLogger("issue4")
+log = logging.getLogger("calling_services")
 
 
 def _configure_logging(service: str) -> None:
@@ -39,7 +39,7 @@ def _configure_logging(service: str) -> None:
                 }
             },
             "loggers": {
-                "issue4": {"level": "INFO", "handlers": ["console"], "propagate": False},
+                "calling_services": {"level": "INFO", "handlers": ["console"], "propagate": False},
                 # the extension's own warnings (invalid ids) go through the same filter
                 "flask_reqctx": {"level": "INFO", "handlers": ["console"], "propagate": False},
             },
@@ -96,7 +96,7 @@ def make_a() -> Flask:
     app = Flask("service_a")
     ReqCtx(app)
     app.get("/health")(_health)
-    b_url = os.environ["ISSUE4_B_URL"]
+    b_url = os.environ["SERVICE_B_URL"]
 
     @app.get("/call")
     def call():
