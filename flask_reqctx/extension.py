@@ -251,9 +251,15 @@ class _WsgiRequestContext(RequestContext):
         return headers_data(environ, self._origin.redact) if environ is not None else {}
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        """The ``start_response`` the app sees: recorded, sent by :meth:`send_response`."""
+        """The ``start_response`` the app sees: adds the id (unless the app set that header
+        itself) and records the call; the server's is called once the app call is over."""
         if exc_info is not None and self._server_start_response is None:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
+        name = self._origin.response_header
+        if name is not None and self._origin.response_header_lower not in map(
+            _lower, map(_first_item, headers)
+        ):
+            headers.append((name, self.request_id))
         self._status, self._headers = status, headers
         return self._write
 
@@ -264,21 +270,14 @@ class _WsgiRequestContext(RequestContext):
             write(data)
 
     def send_response(self) -> Any:
-        """Call the server's ``start_response`` (once), adding the id unless the app set it."""
+        """Call the server's ``start_response`` with the recorded call, once."""
         start_response = self._server_start_response
         if start_response is None:
             return None
-        headers = self._headers
-        if self._status is None or headers is None:
+        if self._status is None:
             raise RuntimeError("the WSGI app returned without calling start_response")
         self._server_start_response = None
-        name = self._origin.response_header
-        if name is not None and self._origin.response_header_lower not in map(
-            _lower, map(_first_item, headers)
-        ):
-            headers.append((name, self.request_id))
-        self._headers = None
-        return start_response(self._status, headers)
+        return start_response(self._status, self._headers)
 
     def send_error(self, exc: BaseException) -> list[bytes]:
         """Answer an exception that escaped the app with a 500 carrying the id."""
@@ -286,6 +285,8 @@ class _WsgiRequestContext(RequestContext):
         body = InternalServerError().get_body().encode()
         self._status = "500 INTERNAL SERVER ERROR"
         self._headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+        if self._origin.response_header is not None:
+            self._headers.append((self._origin.response_header, self.request_id))
         self.send_response()
         return [body]
 
@@ -330,8 +331,12 @@ class _RequestMiddleware:
             app_iter = self.wsgi_app(self.app_ref(), environ, context.start_response)
             if context._ends_at_close:
                 return _StreamedBody(app_iter, context, self)
-            context.send_response()
-            context._ended = True  # what finish() does, inline on the common path
+            if context._server_start_response is not None:  # send_response(), inline
+                if context._status is None:
+                    raise RuntimeError("the WSGI app returned without calling start_response")
+                context._server_start_response = None
+                start_response(context._status, context._headers)
+            context._ended = True  # what finish() does, inline
             count_ended()
             if hooks.lifecycle_hooks or context_destroyed.receivers:
                 end_request_hooked(context, self.app_ref())
