@@ -106,7 +106,7 @@ def compared(
 
 
 def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
-    """Print the hand-off line for ``run.py`` (and a readable dump when run alone)."""
+    """Print the hand-off line for ``run.py`` (``--json``), else a readable dump."""
     if "--json" not in sys.argv:
         for r in rows:
             extra = ""
@@ -114,11 +114,12 @@ def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
                 extra = f"  ratio {r['ratio']:.3f} vs {r['baseline']}"
             if r.get("goal"):
                 extra += f"  goal {r['goal']}: {'met' if r['met'] else 'MISSED'}"
-            print(f"[{r['section']}] {r['name']}: {r['value']:.2f} {r['unit']}{extra}")
+            print(f"[{r['section']}] {r['name']}: {r['value']:,.2f} {r['unit']}{extra}")
         for note in notes or []:
             print("note:", note)
+    else:
+        print(json.dumps({"rows": rows, "notes": notes or []}))
     sys.stdout.flush()
-    print(json.dumps({"rows": rows, "notes": notes or []}))
 
 
 def timed(fn: Callable[[], Any]) -> float:
