@@ -31,7 +31,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from _common import QUICK, REPO, compared, emit, row
-from variants import FANOUT, SHAPES, variant_env, variants_for
+from variants import FANOUT, SHAPES, spawning_stack_frames, variant_env, variants_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: The issue's per-request goals, ReqCtx against bare Flask.
@@ -95,38 +95,6 @@ def per_request(variant: str, shape: str, n: int, outdir: str) -> float:
     return (empty - count) / n
 
 
-def spawning_stack_frames() -> dict[str, tuple[int, list[str]]]:
-    """For gevent's own class and ReqCtx's patched one, spawning from one call site in a
-    request view: (frames gevent captured, the frames above the call site)."""
-    import gevent
-    import gevent.greenlet
-    from flask import Flask
-
-    import flask_reqctx
-
-    flask_reqctx.propagation.install()
-    app = Flask("bench_spawning_stack")
-    flask_reqctx.ReqCtx(app)
-    found: dict[str, tuple[int, list[str]]] = {}
-
-    @app.get("/")
-    def view() -> str:
-        for name, spawn in (("gevent's own class", gevent.greenlet.Greenlet.spawn), ("ReqCtx", gevent.spawn)):
-            child = spawn(int)  # the call site, the same for both
-            chain, frame = [], child.spawning_stack
-            while frame is not None:
-                chain.append(frame.f_code)
-                frame = frame.f_back
-            child.join()
-            above = chain[: [code.co_name for code in chain].index("view")]
-            found[name] = (len(chain), [f"{os.path.basename(c.co_filename)}:{c.co_qualname}" for c in above])
-        return "ok"
-
-    if app.test_client().get("/").status_code != 200:
-        raise RuntimeError("the spawning_stack probe failed")
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="all", help="comma-separated variants (bare is always run)")
@@ -161,12 +129,13 @@ def main() -> None:
     for shape in shapes:
         section = SECTION.format(shape=shape)
         bare = result["bare", shape]
-        rows.append(row(section, "bare", bare, "instr/req"))
+        column = f"instr {shape}"
+        rows.append(row(section, "bare", bare, "instr/req", variant="bare", column=column))
         for variant in (v for v, s in jobs if s == shape and v != "bare"):
             value = result[variant, shape]
-            extra = {}
+            extra: dict = {"variant": variant, "column": column}
             if variant == "reqctx":
-                extra = {"goal": f"<= {GOALS[shape]:.2f}", "met": value / bare <= GOALS[shape]}
+                extra.update(goal=f"<= {GOALS[shape]:.2f}", met=value / bare <= GOALS[shape])
             rows.append(compared(section, variant, value, "instr/req", "bare", bare, **extra))
         notes.append(
             f"instructions, {shape}: {n[shape]} requests after 200 warm-up; added per request: "

@@ -253,18 +253,30 @@ def measure(shape: str, rows: list[dict], notes: list[str]) -> None:
     section = f"3. gunicorn -k gevent -w 1, {shape} (noisy)"
     med = {v: median(r) for v, r in rates.items()}
     cpu_med = {v: median(c) for v, c in cpu.items()}
+    rate_column, cpu_column = f"server {shape} req/s", f"server {shape} CPU/req"
     for variant in variants:
         if variant == "bare":
-            rows.append(row(section, "bare: req/s (median)", med["bare"], "req/s"))
-            rows.append(row(section, "bare: worker CPU/request (median)", cpu_med["bare"], "us/req"))
+            rows.append(
+                row(section, "bare: req/s (median)", med["bare"], "req/s", variant="bare", column=rate_column)
+            )
+            rows.append(
+                row(
+                    section,
+                    "bare: worker CPU/request (median)",
+                    cpu_med["bare"],
+                    "us/req",
+                    variant="bare",
+                    column=cpu_column,
+                )
+            )
             continue
-        goal = {}
+        extra: dict = {"variant": variant, "column": rate_column}
         if variant == "reqctx":  # the earlier server goals: >= 0.97 hello, >= 0.95 fan-out
             target = 0.97 if shape == "hello" else 0.95
-            goal = {"goal": f">= {target} req/s", "met": med[variant] / med["bare"] >= target}
+            extra.update(goal=f">= {target} req/s", met=med[variant] / med["bare"] >= target)
         rows.append(
             compared(
-                section, f"{variant}: req/s (median)", med[variant], "req/s", "bare", med["bare"], **goal
+                section, f"{variant}: req/s (median)", med[variant], "req/s", "bare", med["bare"], **extra
             )
         )
         rows.append(
@@ -275,6 +287,8 @@ def measure(shape: str, rows: list[dict], notes: list[str]) -> None:
                 "us/req",
                 "bare",
                 cpu_med["bare"],
+                variant=variant,
+                column=cpu_column,
             )
         )
     tool = "wrk" if shutil.which("wrk") else "gevent client"

@@ -59,9 +59,14 @@ def main() -> None:
         samples, faults = measure(shape)
         section = f"2. WSGI time per request, {shape} (noisy)"
         med = {v: median(s) * 1e6 for v, s in samples.items()}
-        rows.append(row(section, "bare (median)", med["bare"], "us/req"))
+        column = f"time {shape}"
+        rows.append(row(section, "bare (median)", med["bare"], "us/req", variant="bare", column=column))
         for v in list(med)[1:]:
-            rows.append(compared(section, f"{v} (median)", med[v], "us/req", "bare", med["bare"]))
+            rows.append(
+                compared(
+                    section, f"{v} (median)", med[v], "us/req", "bare", med["bare"], variant=v, column=column
+                )
+            )
         spread = {v: (min(s) * 1e6, max(s) * 1e6) for v, s in samples.items()}
         notes.append(
             f"time, {shape}: {ROUNDS} interleaved rounds; min-max batch us/req: "

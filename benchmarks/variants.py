@@ -100,12 +100,6 @@ def _log_request_id() -> str:
     return g.log_request_id  # type: ignore[no-any-return]
 
 
-def _otel_id() -> str:
-    from opentelemetry.trace import get_current_span
-
-    return format(get_current_span().get_span_context().trace_id, "032x")
-
-
 def _install(app: Flask, variant: str) -> Callable[[], str]:
     """Set ``variant`` up on ``app``; return how a view reads the request's id."""
     if variant == "bare":
@@ -136,11 +130,16 @@ def _install(app: Flask, variant: str) -> Callable[[], str]:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.trace import get_current_span
 
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(_bounded_exporter()))
         FlaskInstrumentor.instrument_app(app, tracer_provider=provider)
-        return _otel_id
+
+        def otel_id() -> str:
+            return format(get_current_span().get_span_context().trace_id, "032x")
+
+        return otel_id
     raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
 
 
@@ -216,6 +215,37 @@ def _fanout_view(app: Flask, variant: str) -> None:
             children = [gevent.spawn(seen) for _ in range(FANOUT)]
         gevent.joinall(children)
         return str(sum(1 for child in children if child.value))
+
+
+def spawning_stack_frames() -> dict[str, tuple[int, list[str]]]:
+    """For gevent's own class and ReqCtx's patched one, spawning from one call site in a
+    request view: (frames gevent captured, the frames above the call site)."""
+    import gevent
+    import gevent.greenlet
+
+    import flask_reqctx
+
+    flask_reqctx.propagation.install()
+    app = Flask("bench_spawning_stack")
+    flask_reqctx.ReqCtx(app)
+    found: dict[str, tuple[int, list[str]]] = {}
+
+    @app.get("/")
+    def view() -> str:
+        for name, spawn in (("gevent's own class", gevent.greenlet.Greenlet.spawn), ("ReqCtx", gevent.spawn)):
+            child = spawn(int)  # the call site, the same for both
+            chain, frame = [], child.spawning_stack
+            while frame is not None:
+                chain.append(frame.f_code)
+                frame = frame.f_back
+            child.join()
+            above = chain[: [code.co_name for code in chain].index("view")]
+            found[name] = (len(chain), [f"{os.path.basename(c.co_filename)}:{c.co_qualname}" for c in above])
+        return "ok"
+
+    if app.test_client().get("/").status_code != 200:
+        raise RuntimeError("the spawning_stack probe failed")
+    return found
 
 
 # -- driving an app at the WSGI level ----------------------------------------------------
