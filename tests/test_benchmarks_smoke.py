@@ -6,11 +6,15 @@ optional comparison packages (the ``bench`` extra) are missing.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
@@ -18,7 +22,21 @@ pytest.importorskip("flask_log_request_id")
 pytest.importorskip("opentelemetry.sdk.trace")
 pytest.importorskip("opentelemetry.instrumentation.flask")
 
-from benchmarks import variants
+
+def load_variants() -> ModuleType:
+    """``benchmarks/variants.py`` by path: tox's ``pytest`` does not put the repository root
+    on ``sys.path``, and the benchmarks are no package."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "benchmarks", "variants.py")
+    spec = importlib.util.spec_from_file_location("benchmark_variants", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+variants = load_variants()
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
