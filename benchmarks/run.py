@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/run.py                  # everything, about 10 minutes on 2 cores
-    python benchmarks/run.py --quick          # shorter runs, about 5 minutes (noisier timings)
+    python benchmarks/run.py                  # everything: 12 min on a busy 2-vCPU VM
+    python benchmarks/run.py --quick          # 6 min there (instruction ratios within 0.01)
     python benchmarks/run.py --only instructions,lookup
     python benchmarks/run.py --markdown out.md   # also write the machine, command and tables
 
