@@ -2,8 +2,8 @@
 
 Each ``bench_*.py`` script runs in its own process (started by ``run.py``) and prints one
 JSON object on its last stdout line, ``{"rows": [...], "notes": [...]}``; a row is
-``{"section", "name", "value", "unit", "baseline", "ratio", "goal", "met"}`` (only the
-first four are required).
+``{"section", "name", "value", "unit", "baseline", "ratio", "goal", "met", "variant",
+"column"}`` (only the first four are required).
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ def row(
     ratio: float | None = None,
     goal: str | None = None,
     met: bool | None = None,
+    variant: str | None = None,
+    column: str | None = None,
 ) -> dict[str, Any]:
+    """One table row; ``variant`` and ``column`` also place it in ``run.py``'s comparison
+    table (one line per variant, one column per measurement)."""
     return {
         "section": section,
         "name": name,
@@ -94,6 +98,8 @@ def row(
         "ratio": ratio,
         "goal": goal,
         "met": met,
+        "variant": variant,
+        "column": column,
     }
 
 
@@ -101,12 +107,12 @@ def compared(
     section: str, name: str, value: float, unit: str, baseline: str, baseline_value: float, **extra: Any
 ) -> dict[str, Any]:
     """A :func:`row` measured against the row named ``baseline`` (whose value is
-    ``baseline_value``): its ratio is ``value / baseline_value``; ``extra`` is ``goal``/``met``."""
+    ``baseline_value``): its ratio is ``value / baseline_value``; ``extra`` as for :func:`row`."""
     return row(section, name, value, unit, baseline=baseline, ratio=value / baseline_value, **extra)
 
 
 def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
-    """Print the hand-off line for ``run.py`` (and a readable dump when run alone)."""
+    """Print the hand-off line for ``run.py`` (``--json``), else a readable dump."""
     if "--json" not in sys.argv:
         for r in rows:
             extra = ""
@@ -114,11 +120,12 @@ def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
                 extra = f"  ratio {r['ratio']:.3f} vs {r['baseline']}"
             if r.get("goal"):
                 extra += f"  goal {r['goal']}: {'met' if r['met'] else 'MISSED'}"
-            print(f"[{r['section']}] {r['name']}: {r['value']:.2f} {r['unit']}{extra}")
+            print(f"[{r['section']}] {r['name']}: {r['value']:,.2f} {r['unit']}{extra}")
         for note in notes or []:
             print("note:", note)
+    else:
+        print(json.dumps({"rows": rows, "notes": notes or []}))
     sys.stdout.flush()
-    print(json.dumps({"rows": rows, "notes": notes or []}))
 
 
 def timed(fn: Callable[[], Any]) -> float:

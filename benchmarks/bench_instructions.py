@@ -1,104 +1,166 @@
 """2c. Instructions per request (callgrind): the WSGI comparison, without the noise.
 
 Timings on a shared 2-vCPU VM wander by +-10 % from minute to minute; machine
-instructions counted by ``valgrind --tool=callgrind`` do not.  Each variant (bare Flask,
-ReqCtx, flask-log-request-id) runs the same hello-world WSGI loop twice in a fresh
-interpreter under callgrind, with 0 and with N requests after the same warm-up; the
-difference divided by N is the instructions one request costs.  Skipped (with a note)
-when valgrind is not installed (``apt-get install -y valgrind``).
+instructions counted by ``valgrind --tool=callgrind`` do not.  Each (variant, shape) of
+``variants.py`` runs in a fresh interpreter under callgrind: build the app, 200 warm-up
+requests (uninstrumented: ``--instr-atstart=no``, then ``callgrind_control -i on``), then N
+requests between two marker calls (``os.getppid()`` zeroes the counters, ``os.getpgrp()``
+dumps them), so the count is the requests' alone.  Without ``callgrind_control`` or the
+interpreter's symbols (the markers never match) it falls back to whole-process counts of
+two runs, with 0 and N requests, and their difference.  Ratios are against the bare app
+of the same shape, measured in the same invocation.  Skipped (with a note) when valgrind is not installed.
 
-    python benchmarks/bench_instructions.py          # or: python benchmarks/run.py --only instructions
+Also printed for the fan-out shape: the frames gevent's ``spawning_stack`` capture records
+when ReqCtx's patched class and gevent's own class spawn from the same call site.
+
+    python benchmarks/bench_instructions.py                          # every variant and shape
+    python benchmarks/bench_instructions.py --variant reqctx --shape hello   # one-shot, < 1 min
+    python benchmarks/bench_instructions.py --shape fanout --keep /tmp/cg    # keep the profiles
+      (then: callgrind_annotate /tmp/cg/reqctx-fanout.out.1)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from _common import QUICK, REPO, compared, emit, row
+from variants import FANOUT, SHAPES, spawning_stack_frames, variant_env, variants_for
 
-REQUESTS = 300 if QUICK else 1000
-VARIANTS = ("bare", "reqctx", "flask-log-request-id")
-
-#: The measured program: warm-up, then ``n`` requests of the hello-world app.
-WORKLOAD = """
-import sys
-from flask import Flask
-from werkzeug.test import EnvironBuilder
-
-variant, n = sys.argv[1], int(sys.argv[2])
-app = Flask("bench")
-
-@app.get("/")
-def hello():
-    return "Hello, World!"
-
-if variant == "reqctx":
-    from flask_reqctx import ReqCtx
-    ReqCtx(app)
-elif variant == "flask-log-request-id":
-    from flask_log_request_id import RequestID
-    RequestID(app)
-environ = EnvironBuilder(path="/", headers={"User-Agent": "bench", "Accept": "*/*"}).get_environ()
-
-def start_response(status, headers, exc_info=None):
-    return None
-
-for _ in range(200 + n):
-    body = app(environ.copy(), start_response)
-    for _chunk in body:
-        pass
-    body.close()
-"""
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: The issue's per-request goals, ReqCtx against bare Flask.
+GOALS = {"hello": 1.04, "realistic": 1.03, "fanout": 1.20}
+SECTION = "2c. instructions per request (callgrind), {shape}"
 
 
-def instructions(variant: str, n: int) -> int:
-    """Instructions executed by the whole workload process (callgrind's ``Collected``)."""
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0")
-    out = subprocess.run(
+def requests_for(shape: str, quick: bool) -> int:
+    """Enough requests that per-request noise (GC, allocator) averages out."""
+    if shape == "fanout":
+        return 100 if quick else 300
+    return 300 if quick else 1000
+
+
+def callgrind(variant: str, shape: str, n: int, out: str, fast: bool) -> int:
+    """Instructions of the ``n`` marked requests (``fast``: instrumented only after the
+    warm-up), else of the whole process (negative); 0 when the markers matched nothing."""
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0", **variant_env(variant))
+    options = ["--zero-before=os_getppid", "--dump-before=os_getpgrp"]
+    if fast:
+        options.append("--instr-atstart=no")
+        env["BENCH_CALLGRIND_CONTROL"] = "1"
+    proc = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
+            *options,
+            f"--callgrind-out-file={out}",
             sys.executable,
-            "-c",
-            WORKLOAD,
+            os.path.join(HERE, "variants.py"),
             variant,
+            shape,
             str(n),
         ],
         capture_output=True,
         text=True,
         env=env,
-        check=True,
     )
-    return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant}/{shape} under callgrind failed:\n{proc.stderr[-3000:]}")
+    if os.path.exists(out + ".1"):  # the marker dump: the n requests only
+        with open(out + ".1") as f:
+            return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+    if fast:
+        return 0
+    return -int(re.search(r"Collected : (\d+)", proc.stderr).group(1))
+
+
+def per_request(variant: str, shape: str, n: int, outdir: str) -> float:
+    """Instructions one request of ``variant``/``shape`` costs."""
+    out = os.path.join(outdir, f"{variant}-{shape}.out")
+    if shutil.which("callgrind_control"):
+        count = callgrind(variant, shape, n, out, fast=True)
+        if count > 0:
+            return count / n
+    # No callgrind_control, or no symbols for the markers: whole processes, n requests minus none.
+    count = callgrind(variant, shape, n, out, fast=False)
+    if count > 0:
+        return count / n
+    empty = callgrind(variant, shape, 0, out + "-empty", fast=False)
+    return (empty - count) / n
 
 
 def main() -> None:
-    section = "2c. WSGI instructions per request (callgrind)"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="all", help="comma-separated variants (bare is always run)")
+    parser.add_argument("--shape", default="all", help=f"comma-separated: {', '.join(SHAPES)}")
+    parser.add_argument("--requests", type=int, help="requests measured per variant")
+    parser.add_argument("--keep", metavar="DIR", help="keep the callgrind profiles in DIR")
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--json", action="store_true", help="a JSON line for run.py")
+    args = parser.parse_args()
+    shapes = SHAPES if args.shape == "all" else tuple(args.shape.split(","))
     if shutil.which("valgrind") is None:
-        emit([], ["instructions: skipped, valgrind is not installed"])
+        emit([], ["instructions: skipped, valgrind is not installed (apt-get install -y valgrind)"])
         return
-    jobs = [(v, n) for v in VARIANTS for n in (0, REQUESTS)]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
-    per_request = {v: (counts[v, REQUESTS] - counts[v, 0]) / REQUESTS for v in VARIANTS}
-    bare = per_request["bare"]
-    rows = [row(section, "bare", bare, "instr/req")]
-    for v in VARIANTS[1:]:
-        extra = {}
-        if v == "reqctx":
-            ok = per_request[v] / bare <= 1.05 and per_request[v] < per_request["flask-log-request-id"]
-            extra = {"goal": "<= 1.05 and < peer", "met": ok}
-        rows.append(compared(section, v, per_request[v], "instr/req", "bare", bare, **extra))
-    notes = [
-        f"instructions: callgrind, {REQUESTS} requests after 200 warm-up, minus the same run with 0; "
-        + ", ".join(f"{v} +{per_request[v] - bare:,.0f} instr/req" for v in VARIANTS[1:])
-    ]
+    jobs = []
+    for shape in shapes:
+        allowed = variants_for(shape)
+        wanted = (
+            allowed if args.variant == "all" else tuple(v for v in allowed if v in args.variant.split(","))
+        )
+        jobs += [(v, shape) for v in allowed if v == "bare" or v in wanted]
+    n = {shape: args.requests or requests_for(shape, QUICK) for shape in shapes}
+    outdir = args.keep or tempfile.mkdtemp(prefix="bench-callgrind-")
+    os.makedirs(outdir, exist_ok=True)
+    try:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            counts = list(pool.map(lambda job: per_request(*job, n[job[1]], outdir), jobs))
+    finally:
+        if not args.keep:
+            shutil.rmtree(outdir, ignore_errors=True)
+    result = dict(zip(jobs, counts, strict=True))
+    rows, notes = [], []
+    for shape in shapes:
+        section = SECTION.format(shape=shape)
+        bare = result["bare", shape]
+        column = f"instr {shape}"
+        rows.append(row(section, "bare", bare, "instr/req", variant="bare", column=column))
+        for variant in (v for v, s in jobs if s == shape and v != "bare"):
+            value = result[variant, shape]
+            extra: dict = {"variant": variant, "column": column}
+            if variant == "reqctx":
+                extra.update(goal=f"<= {GOALS[shape]:.2f}", met=value / bare <= GOALS[shape])
+            rows.append(compared(section, variant, value, "instr/req", "bare", bare, **extra))
+        notes.append(
+            f"instructions, {shape}: {n[shape]} requests after 200 warm-up; added per request: "
+            + ", ".join(f"{v} {result[v, shape] - bare:+,.0f}" for v, s in jobs if s == shape and v != "bare")
+        )
+        if shape == "fanout" and ("reqctx", shape) in result:
+            # ReqCtx's fan-out includes its per-request cost: take the hello figure off when known.
+            request = 0.0
+            if ("reqctx", "hello") in result:
+                request = result["reqctx", "hello"] - result["bare", "hello"]
+            per_child = (result["reqctx", shape] - bare - request) / FANOUT
+            notes.append(
+                f"fan-out: ReqCtx adds {per_child:+,.0f} instructions per child over gevent's own class"
+                + (" beyond its hello-world request overhead" if request else " (request overhead included)")
+            )
+    if "fanout" in shapes:
+        section = "2d. gevent spawning_stack frames, one call site"
+        for name, (total, above) in spawning_stack_frames().items():
+            rows.append(row(section, f"{name}: frames captured (gevent's limit)", total, "frames"))
+            met = {"goal": "0 extra", "met": not above} if name == "ReqCtx" else {}
+            rows.append(row(section, f"{name}: frames above the call site", len(above), "frames", **met))
+            if above:
+                notes.append(f"spawning_stack, {name}: frames above the call site: {', '.join(above)}")
+    if args.keep:
+        notes.append(f"callgrind profiles kept in {outdir} (the .1 files hold the measured requests)")
     emit(rows, notes)
 
 

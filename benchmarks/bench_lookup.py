@@ -1,5 +1,6 @@
-"""Goal 1: ``get_request_context()`` ns/op against a bare ``ContextVar.get()``, ``flask.g`` and
-``flask.request.headers``, inside a real request and inside a greenlet spawned by it.
+"""Goal 1: ``get_request_context()`` ns/op against a bare ``ContextVar.get()``, ``flask.g``,
+``flask.request.headers`` and OpenTelemetry's ``get_current_span()`` (inside an SDK span),
+inside a real request and inside a greenlet spawned by it.
 
 The measurements run in a view called through the ReqCtx-wrapped WSGI app (Werkzeug's
 test client: a real WSGI call, the middleware binds the context, Flask pushes its own),
@@ -21,6 +22,8 @@ import gevent  # noqa: E402
 import gevent.greenlet  # noqa: E402
 from _common import QUICK, emit, net_ns, row  # noqa: E402
 from flask import Flask, copy_current_request_context, g, request  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.trace import get_current_span  # noqa: E402
 
 import flask_reqctx  # noqa: E402
 from flask_reqctx import ReqCtx, get_request_context  # noqa: E402
@@ -37,10 +40,13 @@ STMTS = {
     "flask.g.x": "g.x",
     "flask.request.headers": "request.headers",
     'request.headers.get("X-Request-ID")': 'request.headers.get("X-Request-ID")',
+    "otel get_current_span()": "get_current_span()",
+    "otel get_current_span().get_span_context().trace_id": "get_current_span().get_span_context().trace_id",
 }
 
 app = Flask(__name__)
 ReqCtx(app)
+tracer = TracerProvider().get_tracer("bench_lookup")
 results: dict[str, dict[str, float]] = {}
 
 
@@ -48,8 +54,16 @@ def measure(where: str) -> None:
     assert get_request_context() is not None, f"no request context {where}"
     bare.set("v")
     g.x = "v"
-    ns = {"get_request_context": get_request_context, "bare": bare, "g": g, "request": request}
-    results[where] = net_ns(STMTS, ns, REPEAT, ROUNDS)
+    ns = {
+        "get_request_context": get_request_context,
+        "bare": bare,
+        "g": g,
+        "request": request,
+        "get_current_span": get_current_span,
+    }
+    with tracer.start_as_current_span("bench"):
+        assert get_current_span().get_span_context().is_valid
+        results[where] = net_ns(STMTS, ns, REPEAT, ROUNDS)
 
 
 @app.get("/")

@@ -1,146 +1,82 @@
-"""Goal 2: per-request cost at the WSGI level, no network.
+"""2. Per-request time at the WSGI level, no network: every variant of ``variants.py``.
 
-Three hello-world Flask apps in one process: bare, with ``ReqCtx``, with
-flask-log-request-id's ``RequestID``.  Each is called directly with a prebuilt environ
-(``werkzeug.test.EnvironBuilder``, copied per call because Werkzeug writes into it) and a
-no-op ``start_response``; the body is consumed and closed as a server would.  Batches of
-requests run interleaved (A B C A B C ...); per variant we keep the median and the best
-batch, and report ratios against the bare app of the same run.  Times are this thread's
-CPU time (see ``_common.clock``).
-
-A second pair measures a fan-out view (10 child greenlets spawned and joined per request)
-at the same level: bare Flask spawning with gevent's own ``Greenlet`` class against ReqCtx
-spawning with ``gevent.spawn`` as patched by ``import flask_reqctx``.
+For each shape (hello, realistic, fan-out), the variants' apps live in this one process
+and are called directly with a prebuilt environ (copied per call) and a no-op
+``start_response``; the body is consumed and closed as a server would.  Batches run
+interleaved (A B C ... then ... C B A), so a noisy stretch of time hits every variant; per
+variant we keep the median batch and report its ratio to the bare app of the same shape.
+Times are this thread's CPU time (see ``_common.clock``), and still noisy on a shared
+machine: the instruction counts (``bench_instructions.py``) are the figures to trust.
 """
 
 from __future__ import annotations
 
 import gc
+import resource
 
-import gevent
-import gevent.greenlet
 from _common import QUICK, clock, compared, emit, median, row
-from flask import Flask
-from flask_log_request_id import RequestID
-from werkzeug.test import EnvironBuilder
+from variants import FANOUT, SHAPES, environ, make_app, run_requests, variants_for
 
-from flask_reqctx import ReqCtx, get_request_context, stats
+from flask_reqctx import stats
 
-BATCH = 500 if QUICK else 1000
-ROUNDS = 9 if QUICK else 25
-FANOUT_BATCH = 100 if QUICK else 200
-FANOUT = 10
+ROUNDS = 7 if QUICK else 21
+#: Requests per batch, by shape (a batch lasts roughly 20-100 ms).
+BATCH = {"hello": 1000, "realistic": 500, "fanout": 150}
 
 
-def make_app(variant: str) -> Flask:
-    app = Flask(f"bench_{variant}")
-
-    @app.get("/")
-    def hello() -> str:
-        return "Hello, World!"
-
-    # an app without flask_reqctx has gevent's own class; ``gevent.spawn`` is the patched one
-    spawn = gevent.spawn if variant == "reqctx" else gevent.greenlet.Greenlet.spawn
-
-    @app.get("/fanout")
-    def fanout() -> str:
-        gevent.joinall([spawn(get_request_context) for _ in range(FANOUT)])
-        return "Hello, World!"
-
-    if variant == "reqctx":
-        ReqCtx(app)
-    elif variant == "flask-log-request-id":
-        RequestID(app)
-    return app
-
-
-def start_response(status: str, headers: list, exc_info: object = None) -> None:
-    return None
-
-
-def run_batch(app: Flask, environ: dict, n: int) -> float:
-    """Seconds per request over ``n`` requests."""
-    call = app.__call__
-    copy = environ.copy
-    sr = start_response
+def batch(app: object, env: dict, n: int) -> tuple[float, int]:
+    """CPU seconds per request over ``n`` requests, and the page faults they took (the
+    kernel's share of the time, which instruction counts do not see)."""
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     start = clock()
-    for _ in range(n):
-        body = call(copy(), sr)
-        for _chunk in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    return (clock() - start) / n
+    run_requests(app, env, n)
+    took = clock() - start
+    return took / n, resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
+
+
+def measure(shape: str) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per variant: the batches' seconds per request, and page faults per request."""
+    variants = variants_for(shape)
+    apps = {v: make_app(v, shape) for v in variants}
+    env = environ()
+    n = BATCH[shape] // (2 if QUICK else 1)
+    for app in apps.values():  # warm-up
+        run_requests(app, env, n // 5)
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    faults = dict.fromkeys(variants, 0)
+    for i in range(ROUNDS):
+        for v in variants if i % 2 == 0 else variants[::-1]:  # no variant always runs first
+            gc.collect()
+            seconds, batch_faults = batch(apps[v], env, n)
+            samples[v].append(seconds)
+            faults[v] += batch_faults
+    return samples, {v: count / (ROUNDS * n) for v, count in faults.items()}
 
 
 def main() -> None:
-    variants = ["bare", "reqctx", "flask-log-request-id"]
-    apps = {v: make_app(v) for v in variants}
-    environ = EnvironBuilder(path="/", headers={"User-Agent": "bench", "Accept": "*/*"}).get_environ()
-    for v in variants:  # warm-up and a sanity check
-        body = apps[v](environ.copy(), start_response)
-        assert b"".join(body) == b"Hello, World!"
-        run_batch(apps[v], environ, BATCH // 5)
-    samples: dict[str, list[float]] = {v: [] for v in variants}
-    for i in range(ROUNDS):
-        order = variants if i % 2 == 0 else variants[::-1]  # no variant always runs first
-        for v in order:
-            gc.collect()
-            samples[v].append(run_batch(apps[v], environ, BATCH))
-    fanout_environ = dict(environ, PATH_INFO="/fanout")
-    fanout_variants = ["bare", "reqctx"]
-    fanout_samples: dict[str, list[float]] = {v: [] for v in fanout_variants}
-    for v in fanout_variants:
-        run_batch(apps[v], fanout_environ, FANOUT_BATCH // 5)
-    for i in range(ROUNDS):
-        for v in fanout_variants if i % 2 == 0 else fanout_variants[::-1]:
-            gc.collect()
-            fanout_samples[v].append(run_batch(apps[v], fanout_environ, FANOUT_BATCH))
-    assert stats()["live"] == 0, stats()
-
-    rows = []
-    med = {v: median(s) * 1e6 for v, s in samples.items()}
-    best = {v: min(s) * 1e6 for v, s in samples.items()}
-    section = "2. WSGI per request (no network)"
-    for v in variants:
-        name = f"{v} (median)"
-        r = row(section, name, med[v], "us/req")
-        if v != "bare":
-            ratio = med[v] / med["bare"]
-            r.update(baseline="bare (median)", ratio=ratio)
-            if v == "reqctx":
-                r.update(
-                    goal="<= 1.05 and < peer", met=ratio <= 1.05 and med[v] < med["flask-log-request-id"]
+    rows, notes = [], []
+    for shape in SHAPES:
+        samples, faults = measure(shape)
+        section = f"2. WSGI time per request, {shape} (noisy)"
+        med = {v: median(s) * 1e6 for v, s in samples.items()}
+        column = f"time {shape}"
+        rows.append(row(section, "bare (median)", med["bare"], "us/req", variant="bare", column=column))
+        for v in list(med)[1:]:
+            rows.append(
+                compared(
+                    section, f"{v} (median)", med[v], "us/req", "bare", med["bare"], variant=v, column=column
                 )
-        rows.append(r)
-    for v in variants:
-        r = row(section, f"{v} (best batch)", best[v], "us/req")
-        if v != "bare":
-            r.update(baseline="bare (best batch)", ratio=best[v] / best["bare"])
-        rows.append(r)
-    section = f"2b. WSGI per request, fan-out {FANOUT} greenlets"
-    fmed = {v: median(s) * 1e6 for v, s in fanout_samples.items()}
-    rows.append(row(section, "bare, gevent's Greenlet (median)", fmed["bare"], "us/req"))
-    rows.append(
-        compared(
-            section,
-            "reqctx, patched gevent.spawn (median)",
-            fmed["reqctx"],
-            "us/req",
-            "bare (median)",
-            fmed["bare"],
+            )
+        spread = {v: (min(s) * 1e6, max(s) * 1e6) for v, s in samples.items()}
+        notes.append(
+            f"time, {shape}: {ROUNDS} interleaved rounds; min-max batch us/req: "
+            + ", ".join(f"{v} {lo:.0f}-{hi:.0f}" for v, (lo, hi) in spread.items())
+            + "; page faults/req: "
+            + ", ".join(f"{v} {f:.1f}" for v, f in faults.items())
+            + (f"; {FANOUT} greenlets per request" if shape == "fanout" else "")
         )
-    )
-    added = {v: med[v] - med["bare"] for v in variants if v != "bare"}
-    notes = [
-        f"{ROUNDS} interleaved rounds x {BATCH} requests per variant; added per request (median): "
-        + ", ".join(f"{v} {us:+.2f} us" for v, us in added.items()),
-        f"fan-out: {ROUNDS} interleaved rounds x {FANOUT_BATCH} requests; ReqCtx adds "
-        f"{fmed['reqctx'] - fmed['bare']:+.1f} us per request, "
-        f"{(fmed['reqctx'] - fmed['bare'] - added['reqctx']) / FANOUT:+.2f} us per child greenlet "
-        "beyond the plain request's overhead",
-    ]
+    if stats()["live"] != 0:
+        raise RuntimeError(f"contexts leaked: {stats()}")
     emit(rows, notes)
 
 

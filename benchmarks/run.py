@@ -2,27 +2,35 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/run.py                  # everything, about 3-5 minutes on 2 cores
-    python benchmarks/run.py --quick          # shorter runs, about 1-2 minutes (noisier)
-    python benchmarks/run.py --only lookup,wsgi
-    python benchmarks/run.py --markdown out.md   # also write the machine, command and table
+    python benchmarks/run.py                  # everything: 12 min on a busy 2-vCPU VM
+    python benchmarks/run.py --quick          # 6 min there (instruction ratios within 0.01)
+    python benchmarks/run.py --only instructions,lookup
+    python benchmarks/run.py --markdown out.md   # also write the machine, command and tables
+
+The compared variants (``variants.py``): bare Flask; ReqCtx; flask-log-request-id; the
+hand-written ``g.request_id = str(uuid4())`` before/after_request pair; OpenTelemetry's Flask
+instrumentation (SDK tracer, in-memory exporter).  App shapes: hello world; a realistic view
+(reads the id 5 times, logs one line through ``RequestIdFilter``, returns a 20-key JSON);
+a fan-out view spawning 10 greenlets (bare gevent, hand-written ``copy_context().run``,
+ReqCtx).
 
 Sections (each a ``bench_*.py`` script run in its own process; each runs alone too, e.g.
-``python benchmarks/bench_wsgi.py``):
+``python benchmarks/bench_instructions.py --variant reqctx --shape hello``):
 
-1. ``lookup``: ``get_request_context()`` ns/op vs a bare ``ContextVar.get()``, ``flask.g``
-   and ``flask.request.headers``, in a request and in a greenlet it spawned.
-   Goals: <= 2x ContextVar.get, >= 10x faster than flask.g.
-2. ``wsgi``: per-request cost of a hello-world app called at the WSGI level: bare Flask,
-   ReqCtx, flask-log-request-id; interleaved batches, medians.  Goal: ReqCtx <= +5% and
-   cheaper than the peer.
-   ``instructions``: the same three variants under ``valgrind --tool=callgrind``: machine
-   instructions per request, a figure this noisy VM cannot blur (skipped without valgrind).
-3. ``server`` (3 and 4): req/s of ``gunicorn -k gevent -w 1`` under ``wrk -t1 -c200``
-   (a gevent client when wrk is missing), with/without ReqCtx, for hello world (goal
-   >= 0.97) and for a view fanning out to 10 greenlets (goal >= 0.95).  Loopback only.
-4. ``hooks`` (5): cost per greenlet switch of an enabled before/after hook.
-5. ``memory`` (6): bytes per live context, and ``stats()``/RSS after 10k and 100k requests.
+1. ``lookup``: ``get_request_context()`` ns/op vs a bare ``ContextVar.get()``, ``flask.g``,
+   ``flask.request.headers`` and OpenTelemetry's ``get_current_span()``, in a request and
+   in a greenlet it spawned.
+2. ``wsgi``: CPU time per request at the WSGI level, every variant and shape, interleaved
+   batches, medians (noisy on a shared machine).
+   ``instructions``: the same under ``valgrind --tool=callgrind``: machine instructions per
+   request, the noise-free figure the goals are judged on (ReqCtx against bare: hello
+   <= 1.04, realistic <= 1.03, fan-out <= 1.20), plus the frames gevent's spawning_stack
+   capture records for ReqCtx's class and gevent's own (skipped without valgrind).
+3. ``server``: req/s and the worker's CPU per request (``/proc/<pid>/schedstat``) of
+   ``gunicorn -k gevent -w 1`` per variant, pinned to one CPU, under ``wrk -t1 -c200``
+   pinned to another (a gevent client when wrk is missing); hello world and fan-out.
+4. ``hooks``: cost per greenlet switch of an enabled before/after hook.
+5. ``memory``: bytes per live context, and ``stats()``/RSS after 10k and 100k requests.
 
 Every ratio compares runs made in the same invocation (interleaved where it matters):
 absolute times are not comparable across runs or machines.  Exit status is 0 even when
@@ -44,14 +52,24 @@ from importlib.metadata import PackageNotFoundError, version
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SECTIONS = {
+    "instructions": "bench_instructions.py",
     "lookup": "bench_lookup.py",
     "wsgi": "bench_wsgi.py",
-    "instructions": "bench_instructions.py",
     "hooks": "bench_hooks.py",
     "memory": "bench_memory.py",
     "server": "bench_server.py",
 }
-PACKAGES = ["flask", "werkzeug", "gevent", "greenlet", "gunicorn", "Flask-Log-Request-ID", "blinker"]
+PACKAGES = [
+    "flask",
+    "werkzeug",
+    "gevent",
+    "greenlet",
+    "gunicorn",
+    "blinker",
+    "Flask-Log-Request-ID",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-flask",
+]
 
 
 def machine() -> list[str]:
@@ -133,9 +151,35 @@ def table(rows: list[dict]) -> list[str]:
     return [header, *body]
 
 
-def render_text(rows: list[list[str]]) -> str:
+def comparison(rows: list[dict]) -> list[list[str]] | None:
+    """One line per variant, one column per measurement tagged with a ``column``: bare's
+    absolute value, the others' ratio to it (``*`` marks a missed goal)."""
+    tagged = [r for r in rows if r.get("column")]
+    if not tagged:
+        return None
+    columns = list(dict.fromkeys(r["column"] for r in tagged))
+    variants = list(dict.fromkeys(r["variant"] for r in tagged))
+    cells = {(r["variant"], r["column"]): r for r in tagged}
+    units = {r["column"]: r["unit"] for r in tagged if r["variant"] == "bare"}
+    out = [["variant", *columns]]
+    for variant in variants:
+        line = [variant]
+        for column in columns:
+            r = cells.get((variant, column))
+            if r is None:
+                line.append("")
+            elif r.get("ratio") is None:
+                line.append(f"{fmt(r['value'])} {units.get(column, r['unit'])}")
+            else:
+                line.append(f"{r['ratio']:.3f}x" + (" *" if r.get("met") is False else ""))
+        out.append(line)
+    return out
+
+
+def render_text(rows: list[list[str]], right: set[int] | None = None) -> str:
+    """Aligned columns; those in ``right`` (default: value and ratio) flush right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {2, 4}
+    right = {2, 4} if right is None else right
     out = []
     for n, r in enumerate(rows):
         cells = [
@@ -181,7 +225,12 @@ def main() -> None:
         notes += result["notes"]
     total = time.monotonic() - started
     cells = table(rows)
+    pivot = comparison(rows)
     print()
+    if pivot:
+        print("Comparison (bare: absolute; others: ratio to bare in this run; * = goal missed)\n")
+        print(render_text(pivot, set(range(1, len(pivot[0])))))
+        print()
     print(render_text(cells))
     print()
     for note in notes:
@@ -192,6 +241,11 @@ def main() -> None:
         with open(args.markdown, "w") as f:
             f.write("## Machine\n\n```text\n" + "\n".join(info) + "\n```\n\n")
             f.write(f"## Command\n\n```sh\n{command.strip()}\n```\n\n(total {total:.0f} s)\n\n")
+            if pivot:
+                f.write(
+                    "## Comparison\n\nbare: absolute; others: ratio to bare in this run; "
+                    "* = goal missed.\n\n" + render_markdown(pivot) + "\n\n"
+                )
             f.write("## Table\n\n" + render_markdown(cells) + "\n\n")
             f.write("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
 
