@@ -90,9 +90,18 @@ class Unit:
         return f"<Unit {self.kind} eid={self.eid} trigger={self.trigger_eid} {self.context!r}>"
 
 
+_new_unit = object.__new__
+
+
 def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: int) -> Unit:
-    """Register a unit holding ``context`` and fire init."""
-    unit = Unit(kind, trigger_eid, context)
+    """Register a unit holding ``context`` and fire init (built without an ``__init__``
+    frame: this runs once per child greenlet, thread, job and task)."""
+    unit: Unit = _new_unit(Unit)
+    unit.eid = _next_eid()
+    unit.trigger_eid = trigger_eid
+    unit.kind = kind
+    unit.context = context
+    unit.restore = None
     unit.open = True
     count_opened()
     if hooks.lifecycle_hooks:
@@ -156,7 +165,10 @@ def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
     context = current_context.get()
     if context is None:
         return None
-    unit = open_unit(kind, context, resource, current().eid)
+    parent = current_unit.get()  # current(), inline: a context is current
+    if parent is None or parent.context is not context:
+        parent = context._unit or request_unit(context)
+    unit = open_unit(kind, context, resource, parent.eid)
     child_vars = Context()
     child_vars.run(current_context.set, context)
     child_vars.run(current_unit.set, unit)

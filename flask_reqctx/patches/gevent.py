@@ -71,7 +71,12 @@ def _capturing(base: Any) -> Any:
             try:
                 base.run(self)
             finally:
-                _end_greenlet_unit()
+                unit = current_unit.get()
+                if unit is not None:
+                    if unit.restore is not None:
+                        _close_left_open()
+                    else:
+                        unit.end()
 
         if base is gevent.Greenlet:
 
@@ -87,10 +92,11 @@ def _capturing(base: Any) -> Any:
     return Capturing
 
 
-def _end_greenlet_unit() -> None:
-    """In a greenlet whose ``run`` is returning: close what it left open, end its unit."""
+def _close_left_open() -> None:
+    """A greenlet returns with contexts from create_request_context still open: close
+    them, and end its own unit under them."""
     unit = current_unit.get()
-    while unit is not None and unit.restore is not None:  # create_request_context never closed
+    while unit is not None and unit.restore is not None:
         close_request_context(unit.context)
         unit = current_unit.get()
     if unit is not None:
