@@ -136,7 +136,7 @@ def test_interrupted_join_unlinks_its_waiter_without_eq(current: Any) -> None:
     object joins another; the join ends early and unlinks that object from a live greenlet."""
     switches: list[_Switch] = []
 
-    class SwitchReplaced(gevent.Greenlet):
+    class SwitchReplaced(gevent.Greenlet):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.switch = _Switch(super().switch)
