@@ -214,6 +214,20 @@ def test_task_factories_work_and_tasks_see_the_context(current: RequestContext |
     assert _run_with_factory(factory) is current
 
 
+@pytest.mark.parametrize("factory", [_old_style, _new_style], ids=["old-style", "new-style"])
+def test_a_named_task_keeps_its_name_through_a_factory(current: RequestContext | None, factory: Any) -> None:
+    """asyncio: ``create_task(coro, name=...)`` names the task the factory made."""
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        task = loop.create_task(_seen(), name="named")
+        assert await task is current
+        return task.get_name()
+
+    assert asyncio.run(main()) == "named"
+
+
 def test_explicit_task_context_is_honoured(current: RequestContext | None) -> None:
     """``create_task(coro, context=ctx)`` runs the task in ``ctx``, also through a factory."""
     import contextvars
