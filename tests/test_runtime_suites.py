@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime_suites.run_gevent_suite import SITE_DIR, check_records
 from servers import PACKAGE_PARENT
+
+# The runners are scripts run from their own folder: import them the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime_suites"))
+from request_state import SITE_DIR, read_records
+from run_gevent_suite import check_records
 
 #: Run in a child process: what a gevent test module sees when it starts.
 STATE_PROBE = """
@@ -48,12 +52,13 @@ def test_the_records_prove_each_module_ran_in_the_state(tmp_path: Path) -> None:
     for module in ("test__joinall", "test__GreenletExit"):  # the second spawns nothing
         out = _run(["-m", f"gevent.tests.{module}"], tmp_path, with_site=True)
         assert out.returncode == 0, out.stderr
-    assert check_records(["test__joinall"], str(tmp_path), must_create={"test__joinall"}) == []
+    assert check_records(["test__joinall"], read_records(str(tmp_path)), must_create={"test__joinall"}) == []
     # A module that created nothing from the context, or never ran, is reported.
-    assert check_records(["test__GreenletExit"], str(tmp_path), must_create={"test__GreenletExit"}) == [
+    records = read_records(str(tmp_path))
+    assert check_records(["test__GreenletExit"], records, must_create={"test__GreenletExit"}) == [
         "test__GreenletExit: created no unit from the bound context"
     ]
-    assert check_records(["test__api"], str(tmp_path)) == [
+    assert check_records(["test__api"], records) == [
         "test__api: no record (flask_reqctx not loaded, or the process died)"
     ]
 
@@ -63,4 +68,4 @@ def test_a_process_outside_the_harness_leaves_no_record(tmp_path: Path) -> None:
     out = _run(["-m", "gevent.tests.test__joinall"], tmp_path, with_site=False)
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.glob("*.json")) == []
-    assert check_records(["test__joinall"], str(tmp_path)) != []
+    assert check_records(["test__joinall"], read_records(str(tmp_path))) != []

@@ -16,19 +16,10 @@ Usage: ``python tests/runtime_suites/run_gevent_suite.py [test__name ...]`` (the
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import Collection, Iterable
-from pathlib import Path
-from typing import Any
 
-SITE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = SITE_DIR.parent.parent
+from request_state import Record, report, run_in_request_state, state_problems
 
 #: gevent test modules whose tests create greenlets, threads or pool jobs while the
 #: context is bound: each must show units created from it.  Chosen for what the
@@ -76,41 +67,7 @@ PATCHES_ONLY = (
 RUN_TIMEOUT = 900
 
 
-def _package_parent() -> str:
-    """The folder holding the ``flask_reqctx`` to test: the installed one (tox), else this
-    checkout's, so that the test processes import the very package this run is about."""
-    sys.path.append(str(REPO_ROOT))
-    spec = importlib.util.find_spec("flask_reqctx")
-    if spec is None or spec.origin is None:
-        raise SystemExit("gevent-suite: flask_reqctx is not importable")
-    return str(Path(spec.origin).resolve().parent.parent)
-
-
-def _run_gevent_tests(modules: list[str], records: str) -> int:
-    env = dict(os.environ)
-    env.pop("FLASK_REQCTX_PATCH", None)  # the patches must be in force
-    paths = (str(SITE_DIR), _package_parent(), env.get("PYTHONPATH"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    env["REQCTX_SUITE_RECORDS"] = records
-    cmd = [
-        sys.executable, "-m", "gevent.tests",
-        "-j2", "--no-combine",  # one process per module: one record per module
-        "-u-network",  # no network here; keep only loopback tests
-        "--second-chance",  # rerun a failed module once: timing flakes pass, real breaks do not
-        *modules,
-    ]  # fmt: skip
-    print("+", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    try:
-        return proc.wait(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        print(f"gevent-suite: gevent's runner did not finish in {RUN_TIMEOUT} s", flush=True)
-        return 1
-
-
-def _module_of(record: dict[str, Any]) -> str | None:
+def _module_of(record: Record) -> str | None:
     """The ``gevent.tests`` module a test process ran (``-mgevent.tests.test__x``)."""
     argv: list[str] = record["argv"]
     for i, arg in enumerate(argv):
@@ -123,43 +80,32 @@ def _module_of(record: dict[str, Any]) -> str | None:
 
 
 def check_records(
-    modules: Iterable[str], records: str, must_create: Collection[str] = CREATE_UNITS
+    modules: Iterable[str], records: list[Record], must_create: Collection[str] = CREATE_UNITS
 ) -> list[str]:
     """What is wrong with the state each module ran in; empty when all held."""
-    seen: dict[str, list[dict[str, Any]]] = {}
-    for path in Path(records).glob("*.json"):
-        record = json.loads(path.read_text(encoding="utf-8"))
+    seen: dict[str, list[Record]] = {}
+    for record in records:
         module = _module_of(record)
         if module is not None:
             seen.setdefault(module, []).append(record)
     problems = []
     for module in modules:
-        runs = seen.get(module)
-        if not runs:
-            problems.append(f"{module}: no record (flask_reqctx not loaded, or the process died)")
-            continue
-        for record in runs:
-            if not (record["installed"] and record["bound"]):
-                problems.append(f"{module}: patches installed={record['installed']}, bound={record['bound']}")
-            if module in must_create and record["created"] < 2:
-                problems.append(f"{module}: created no unit from the bound context")
+        problems += state_problems(module, seen.get(module, []), must_create=module in must_create)
     return problems
 
 
 def main(argv: list[str]) -> int:
     modules = argv or [*CREATE_UNITS, *PATCHES_ONLY]
-    with tempfile.TemporaryDirectory(prefix="reqctx-suite-") as records:
-        status = _run_gevent_tests(modules, records)
-        problems = check_records(modules, records)
-    for problem in problems:
-        print(f"gevent-suite: state not in force: {problem}", flush=True)
-    verdict = "passed" if status == 0 and not problems else "FAILED"
-    print(
-        f"gevent-suite: {len(modules)} gevent test modules in a request's state: {verdict}"
-        f" (gevent runner exit {status}, {len(problems)} state problems)",
-        flush=True,
-    )
-    return 0 if verdict == "passed" else 1
+    cmd = [
+        sys.executable, "-m", "gevent.tests",
+        "-j2", "--no-combine",  # one process per module: one record per module
+        "-u-network",  # no network here; keep only loopback tests
+        "--second-chance",  # rerun a failed module once: timing flakes pass, real breaks do not
+        *modules,
+    ]  # fmt: skip
+    status, records = run_in_request_state(cmd, RUN_TIMEOUT)
+    problems = check_records(modules, records)
+    return report("gevent-suite", f"{len(modules)} gevent test modules", status, problems)
 
 
 if __name__ == "__main__":
