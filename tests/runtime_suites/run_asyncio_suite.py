@@ -12,6 +12,7 @@ tox env ``asyncio-suite``); names given replace the default subset.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 from request_state import Record, report, run_in_request_state, state_problems
@@ -37,6 +38,9 @@ def _is_the_test_process(record: Record) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    if importlib.util.find_spec("test.test_asyncio") is None:
+        print("asyncio-suite: this Python has no `test` package (Debian: libpython3-testsuite)", flush=True)
+        return 1
     tests = argv or list(TESTS)
     status, records = run_in_request_state([sys.executable, "-m", "unittest", *tests], RUN_TIMEOUT)
     runs = [r for r in records if _is_the_test_process(r)]
