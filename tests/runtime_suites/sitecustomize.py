@@ -3,8 +3,8 @@
 Loaded by ``site`` before the process's main module: ``flask_reqctx`` is imported first
 (so its patches are in place before the code under test binds any gevent or threading
 name) and a context is bound to the main thread, so every greenlet, thread and task the
-tests create inherits it, as code running inside a request does.  Used by
-``run_gevent_suite.py`` to run the runtimes' own test suites in that state.
+tests create inherits it, as code running inside a request does.  Used by the
+``run_*_suite.py`` runners (via ``request_state.py``) to run the runtimes' own suites in that state.
 
 When ``REQCTX_SUITE_RECORDS`` names a folder, each process writes a record there at exit
 (its command line, whether the patches were installed and the context still bound, and
