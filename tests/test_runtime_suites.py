@@ -1,0 +1,71 @@
+"""The harness that runs the runtimes' own suites in a request's state really sets it up.
+
+``tests/runtime_suites`` makes every process it reaches import flask_reqctx first and bind
+a context; if it silently did nothing, the gevent-suite tox env would pass for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from servers import PACKAGE_PARENT
+
+# The runners are scripts run from their own folder: import them the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime_suites"))
+from request_state import SITE_DIR, read_records
+from run_gevent_suite import check_records
+
+#: Run in a child process: what a gevent test module sees when it starts.
+STATE_PROBE = """
+import gevent
+import flask_reqctx
+ctx = flask_reqctx.get_request_context()
+assert ctx is not None and ctx.request_id == "runtime-suite", ctx
+assert gevent.spawn(flask_reqctx.get_request_context).get() is ctx
+assert flask_reqctx.stats()["live"] >= 1
+"""
+
+
+def _run(args: list[str], records: Path, *, with_site: bool) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLASK_REQCTX_PATCH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SITE_DIR), PACKAGE_PARENT] if with_site else [PACKAGE_PARENT])
+    env["REQCTX_SUITE_RECORDS"] = str(records)
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_a_process_starts_with_flask_reqctx_imported_and_a_context_bound(tmp_path: Path) -> None:
+    out = _run(["-c", STATE_PROBE], tmp_path, with_site=True)
+    assert out.returncode == 0, out.stderr
+    (record_file,) = tmp_path.glob("*.json")
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    assert record["installed"] and record["bound"]
+    assert record["created"] >= 2  # the bound context's unit and the spawned greenlet's
+
+
+def test_the_records_prove_each_module_ran_in_the_state(tmp_path: Path) -> None:
+    for module in ("test__joinall", "test__GreenletExit"):  # the second spawns nothing
+        out = _run(["-m", f"gevent.tests.{module}"], tmp_path, with_site=True)
+        assert out.returncode == 0, out.stderr
+    assert check_records(["test__joinall"], read_records(str(tmp_path)), must_create={"test__joinall"}) == []
+    # A module that created nothing from the context, or never ran, is reported.
+    records = read_records(str(tmp_path))
+    assert check_records(["test__GreenletExit"], records, must_create={"test__GreenletExit"}) == [
+        "test__GreenletExit: created no unit from the bound context"
+    ]
+    assert check_records(["test__api"], records) == [
+        "test__api: no record (flask_reqctx not loaded, or the process died)"
+    ]
+
+
+def test_a_process_outside_the_harness_leaves_no_record(tmp_path: Path) -> None:
+    """Without the site folder nothing is loaded, and the check says so: no silent pass."""
+    out = _run(["-m", "gevent.tests.test__joinall"], tmp_path, with_site=False)
+    assert out.returncode == 0, out.stderr
+    assert list(tmp_path.glob("*.json")) == []
+    assert check_records(["test__joinall"], read_records(str(tmp_path))) != []
