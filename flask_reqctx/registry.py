@@ -36,6 +36,7 @@ __all__ = [
     "create_request_context",
     "execution_id",
     "exit_context",
+    "run_in",
     "stats",
     "trigger_id",
 ]
@@ -257,6 +258,20 @@ def close_request_context(context: RequestContext | None = None) -> bool:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+
+def run_in(
+    context: RequestContext | None, unit: Unit | None, fn: Callable[..., R], /, *args: Any, **kwargs: Any
+) -> R:
+    """Run ``fn`` with ``context`` and ``unit`` bound, restoring what was bound before."""
+    context_token = current_context.set(context)
+    unit_token = current_unit.set(unit)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        current_unit.reset(unit_token)
+        current_context.reset(context_token)
 
 
 def bind(fn: F) -> F:
@@ -269,18 +284,9 @@ def bind(fn: F) -> F:
 
     @functools.wraps(fn)
     def bound(*args: Any, **kwargs: Any) -> Any:
-        context_token = current_context.set(context)
-        unit_token = current_unit.set(unit)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            current_unit.reset(unit_token)
-            current_context.reset(context_token)
+        return run_in(context, unit, fn, *args, **kwargs)
 
     return bound  # type: ignore[return-value]
-
-
-R = TypeVar("R")
 
 
 def exit_context(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -291,10 +297,4 @@ def exit_context(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     that request's context for its whole life, e.g.
     ``exit_context(gevent.spawn, consume_forever)``.
     """
-    context_token = current_context.set(None)
-    unit_token = current_unit.set(None)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        current_unit.reset(unit_token)
-        current_context.reset(context_token)
+    return run_in(None, None, fn, *args, **kwargs)

@@ -199,3 +199,23 @@ def rss():
                 kib = int(line.split()[1])
                 return jsonify(rss=kib * 1024, pid=os.getpid())
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+@app.get("/teardown-raises")
+def teardown_raises():
+    return "the view is fine; its teardown raises"
+
+
+@app.teardown_request
+def _raise_in_teardown(exc: BaseException | None) -> None:
+    if request.path == "/teardown-raises":
+        raise RuntimeError("teardown failed (expected by the server tests)")
+
+
+@app.get("/stream-raises")
+def stream_raises():
+    def body():
+        raise RuntimeError("no first chunk (expected by the server tests)")
+        yield b"never"
+
+    return Response(body())

@@ -25,7 +25,8 @@ pytest.importorskip("gevent")
 def server():
     with GunicornServer("gevent", workers=1, worker_connections=1000) as srv:
         yield srv
-        # The one expected error: the Timeout escaping /timeout, answered with a 500.
+        # The expected errors: exceptions escaping the app (/timeout, /teardown-raises,
+        # /stream-raises), each answered with a 500 carrying the id.
         assert [line for line in srv.extension_errors() if "answered 500" not in line] == []
 
 
@@ -185,6 +186,16 @@ def test_gevent_timeout_inside_a_view_leaves_nothing_live(server):
     assert status == 504
     assert headers["X-Request-ID"] == "timeout-handled"
     assert json.loads(body) == {"request_id": "timeout-handled", "timed_out": True}
+    server.wait_idle()
+
+
+@pytest.mark.parametrize("path", ["/teardown-raises", "/stream-raises"])
+def test_an_exception_escaping_the_app_is_a_500_with_exactly_one_id(server, path):
+    # gunicorn appends the headers of a second start_response: the extension calls it once.
+    status, headers, body = server.request(path, {"X-Request-ID": "escaped-1"})
+    assert status == 500
+    assert headers.get_all("X-Request-ID") == ["escaped-1"]
+    assert headers.get_all("Content-Length") == [str(len(body))]
     server.wait_idle()
 
 

@@ -29,7 +29,7 @@ def install() -> None:
         request_context = current_context.get() if context is None else context.get(current_context)
         if request_context is None:
             return original_create_task(self, coro, name=name, context=context)
-        task_vars = copy_context() if context is None else context.copy()
+        task_vars = copy_context() if context is None else context  # a given context is the task's own
         parent = task_vars.run(current)
         unit = open_unit("task", request_context, coro, parent.eid)
         try:

@@ -23,11 +23,12 @@ from contextvars import Context
 from typing import Any
 
 import gevent
+import gevent.greenlet
 import gevent.pool
 import gevent.threadpool
 
-from ..context import current_unit
-from ..registry import Unit, close_request_context, open_child
+from ..context import current_context, current_unit
+from ..registry import Unit, close_request_context, open_child, run_in
 
 __all__ = ["install"]
 
@@ -78,6 +79,13 @@ def _capturing(base: Any) -> Any:
                     else:
                         unit.end()
 
+        def link(self, callback: Any, SpawnedLink: Any = gevent.greenlet.SpawnedLink) -> None:
+            # The callback runs later in a new raw greenlet of the hub: in the context of
+            # whoever linked it (``apply_async(callback=...)`` links its callback this way).
+            if current_context.get() is not None:
+                callback = _LinkedInContext(callback)
+            base.link(self, callback, SpawnedLink)
+
         if base is gevent.Greenlet:
 
             @classmethod
@@ -90,6 +98,27 @@ def _capturing(base: Any) -> Any:
     Capturing.__module__ = base.__module__
     Capturing.__qualname__ = Capturing.__name__ = base.__name__
     return Capturing
+
+
+class _LinkedInContext:
+    """A link callback that runs in the context of whoever linked it.  Equal to, and
+    hashed as, the callback itself, so ``unlink(callback)`` finds it as gevent would."""
+
+    __slots__ = ("callback", "context", "unit")
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.context = current_context.get()
+        self.unit = current_unit.get()
+
+    def __call__(self, *args: Any) -> Any:
+        return run_in(self.context, self.unit, self.callback, *args)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self.callback == other)
+
+    def __hash__(self) -> int:
+        return hash(self.callback)
 
 
 def _close_left_open() -> None:
@@ -113,7 +142,7 @@ def _install_threadpool() -> None:
         if child is None:
             return original_spawn(self, func, *args, **kwargs)
         try:
-            return original_spawn(self, functools.partial(_run_job, *child, func), *args, **kwargs)
+            return original_spawn(self, _JobInContext(func, *child), *args, **kwargs)
         except BaseException:
             child[0].end()
             raise
@@ -121,9 +150,27 @@ def _install_threadpool() -> None:
     ThreadPool.spawn = spawn
 
 
-def _run_job(unit: Unit, job_vars: Context, func: Any, *args: Any, **kwargs: Any) -> Any:
-    """A thread pool job, run in its submitter's context in the pool's thread."""
-    try:
-        return job_vars.run(func, *args, **kwargs)
-    finally:
-        unit.end()
+class _JobInContext:
+    """A thread pool job run in its submitter's context in the pool's thread, ending its
+    unit when done.  Equal to, and hashed as, the function itself, as gevent's own
+    ``_before_run_task``/``_after_run_task`` hooks (and their users) see it."""
+
+    __slots__ = ("func", "job_vars", "unit")
+
+    def __init__(self, func: Any, unit: Unit, job_vars: Context) -> None:
+        self.func, self.unit, self.job_vars = func, unit, job_vars
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.job_vars.run(self.func, *args, **kwargs)
+        finally:
+            self.unit.end()
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self.func == other)
+
+    def __hash__(self) -> int:
+        return hash(self.func)
+
+    def __repr__(self) -> str:
+        return repr(self.func)
