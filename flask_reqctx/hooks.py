@@ -50,6 +50,14 @@ class AsyncHook:
         self.init, self.before, self.after, self.destroy = init, before, after, destroy
 
     def enable(self) -> AsyncHook:
+        if self.before is not None or self.after is not None:
+            try:
+                import greenlet  # noqa: F401
+            except ImportError:
+                raise RuntimeError(
+                    "before/after hooks watch greenlet switches and need gevent: "
+                    "pip install 'flask-reqctx[gevent]' (init/destroy hooks work without it)"
+                ) from None
         with _lock:
             if self not in _enabled:
                 _enabled.append(self)
@@ -168,6 +176,8 @@ class _SwitchTracer:
             _call(_after_hooks, eid)
 
     def update(self, active: bool) -> None:
+        if not active and not self.active:  # nothing installed: greenlet may not even exist
+            return
         import greenlet
 
         self.active = active
