@@ -16,6 +16,7 @@ import threading
 import time
 
 import gevent
+import gevent.pool
 from flask import Flask, Response, jsonify, request
 from gevent import monkey
 
@@ -219,3 +220,73 @@ def stream_raises():
         yield b"never"
 
     return Response(body())
+
+
+# -- units that never run, contexts never closed, pools (the hardening shapes) --------------
+
+def _shape_never_started() -> None:
+    gevent.Greenlet(_seen_id)  # created in the request's context, never started, dropped
+
+
+def _shape_pool_full() -> None:
+    pool = gevent.pool.Pool(1)
+    busy = pool.spawn(gevent.sleep, 0)
+    try:
+        pool.start(gevent.Greenlet(_seen_id), blocking=False)  # the load-shedding pattern
+    except gevent.pool.PoolFull:
+        pass
+    busy.join()
+
+
+def _shape_pool_timeout() -> None:
+    pool = gevent.pool.Pool(1)
+    busy = pool.spawn(gevent.sleep, 0.002)
+    try:
+        with gevent.Timeout(0.0005):
+            pool.spawn(_seen_id)  # waits for the slot; the Timeout abandons it
+    except gevent.Timeout:
+        pass
+    busy.join()
+
+
+def _shape_unclosed_context() -> None:
+    gevent.spawn(flask_reqctx.create_request_context, None, "job-left-open").join()
+
+
+UNIT_SHAPES = {
+    "never-started": _shape_never_started,
+    "pool-full": _shape_pool_full,
+    "pool-timeout": _shape_pool_timeout,
+    "unclosed-context": _shape_unclosed_context,
+}
+
+
+@app.get("/unit-shape/<shape>")
+def unit_shape(shape: str):
+    UNIT_SHAPES[shape]()
+    return "ok"
+
+
+@app.get("/pools")
+def pools():
+    """What jobs of every gevent pool API and of gevent's thread pool saw."""
+    items = range(3)
+    pool = gevent.pool.Pool(2)
+    blocker = pool.spawn(gevent.sleep, 0.001)
+    full_pool = gevent.pool.Pool(1)
+    full_pool.spawn(gevent.sleep, 0.001)
+    threads = gevent.get_hub().threadpool
+    seen = {
+        "spawn": pool.spawn(_seen_id).get(),
+        "apply_async (full pool)": full_pool.apply_async(_seen_id).get(),
+        "map": pool.map(lambda _i: _seen_id(), items),
+        "imap": list(pool.imap(lambda _i: _seen_id(), items)),
+        "imap_unordered": list(pool.imap_unordered(lambda _i: _seen_id(), items)),
+        "map_async": pool.map_async(lambda _i: _seen_id(), items).get(),
+        "group map": gevent.pool.Group().map(lambda _i: _seen_id(), items),
+        "threadpool spawn": threads.spawn(_seen_id).get(),
+        "threadpool apply": threads.apply(_seen_id),
+    }
+    blocker.join()
+    full_pool.join()
+    return jsonify(request_id=_seen_id(), seen=seen)
