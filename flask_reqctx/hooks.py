@@ -125,7 +125,7 @@ class _ThreadTracer:
     object, not in a ``threading.local``, which monkey-patching turns greenlet-local.
     """
 
-    def __init__(self, previous: Callable[[str, Any], Any] | None) -> None:
+    def __init__(self, previous: Callable[[Any, Any], object] | None) -> None:
         self.previous = previous
         self.inside: int | None = None
 

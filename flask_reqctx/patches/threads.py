@@ -27,14 +27,15 @@ def install() -> None:
 
 def _install_thread() -> None:
     Thread = threading.Thread
-    original_start = Thread.start
-    original_bootstrap = Thread._bootstrap_inner  # type: ignore[attr-defined]
+    original_start: Any = Thread.start
+    original_bootstrap: Any = Thread._bootstrap_inner  # type: ignore[attr-defined]
 
     @functools.wraps(original_start)
     def start(self: threading.Thread) -> None:
         child = open_child("thread", self)
         if child is None:
-            return original_start(self)
+            original_start(self)
+            return
         self._reqctx_child = child  # type: ignore[attr-defined]
         try:
             original_start(self)
@@ -46,7 +47,8 @@ def _install_thread() -> None:
     def _bootstrap_inner(self: threading.Thread) -> None:
         child: tuple[Unit, Context] | None = self.__dict__.pop("_reqctx_child", None)
         if child is None:
-            return original_bootstrap(self)
+            original_bootstrap(self)
+            return
         unit, child_vars = child
         try:
             child_vars.run(original_bootstrap, self)
@@ -59,13 +61,14 @@ def _install_thread() -> None:
 
 def _install_executor() -> None:
     Executor = concurrent.futures.ThreadPoolExecutor
-    original_submit = Executor.submit
+    original_submit: Any = Executor.submit
 
     @functools.wraps(original_submit)
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         child = open_child("thread", fn)
         if child is None:
-            return original_submit(self, fn, *args, **kwargs)
+            plain: concurrent.futures.Future[Any] = original_submit(self, fn, *args, **kwargs)
+            return plain
         unit, child_vars = child
         try:
             # Submitted from a blank context: a worker thread this submit starts must not
