@@ -208,7 +208,7 @@ class CreatedContext(RequestContext):
 
 def create_request_context(
     data: dict[str, Any] | None = None, request_id: str | None = None, *, kind: str = "request"
-) -> RequestContext:
+) -> CreatedContext:
     """Bind a new context to the current unit outside Flask (a CLI job, a queue worker).
 
     ``request_id`` must pass the same rule as an incoming header (``ValueError`` otherwise)
