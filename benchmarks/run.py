@@ -23,6 +23,7 @@ Sections (each a ``bench_*.py`` script run in its own process; each runs alone t
    >= 0.97) and for a view fanning out to 10 greenlets (goal >= 0.95).  Loopback only.
 4. ``hooks`` (5): cost per greenlet switch of an enabled before/after hook.
 5. ``memory`` (6): bytes per live context, and ``stats()``/RSS after 10k and 100k requests.
+6. ``celery``: CPU per task sent and per task run, with/without ``init_celery`` (bench_celery.py).
 
 Every ratio compares runs made in the same invocation (interleaved where it matters):
 absolute times are not comparable across runs or machines.  Exit status is 0 even when
@@ -50,6 +51,7 @@ SECTIONS = {
     "hooks": "bench_hooks.py",
     "memory": "bench_memory.py",
     "server": "bench_server.py",
+    "celery": "bench_celery.py",
 }
 PACKAGES = ["flask", "werkzeug", "gevent", "greenlet", "gunicorn", "Flask-Log-Request-ID", "blinker"]
 

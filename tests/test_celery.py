@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 pytest.importorskip("celery")
 
 from celery import Celery, signals
+from celery.app.trace import build_tracer
 from flask import Flask, jsonify
 from servers import PACKAGE_PARENT
 
@@ -284,3 +287,80 @@ def test_the_gevent_result_drainer_does_not_inherit_the_context_that_starts_it()
         assert get_request_context() is ctx
     drainer._g.join()
     assert drainer.seen is None
+
+
+@app.task(ignore_result=True)
+def pauses(pool: str, seconds: float) -> tuple[str, bool]:
+    ctx = get_request_context()
+    assert ctx is not None
+    if pool == "gevent":
+        import gevent
+
+        gevent.sleep(seconds)
+    else:
+        time.sleep(seconds)
+    return ctx.request_id, get_request_context() is ctx
+
+
+def _message(request_id: str) -> dict[str, Any]:
+    """A task message's headers as a worker hands them to the tracer."""
+    return {
+        "lang": "py",
+        "task": pauses.name,
+        "id": str(uuid.uuid4()),
+        "delivery_info": {"routing_key": "celery", "priority": None, "redelivered": False},
+        "X-Request-ID": request_id,
+        "traceparent": TRACEPARENT,
+    }
+
+
+@pytest.mark.parametrize("pool_name", ["gevent", "threads"])
+def test_pooled_units_that_inherited_a_context_run_each_task_in_its_own(pool_name, task_units):
+    """Celery's own gevent and threads pools, fed from inside a context: each pooled unit
+    inherits it, each task run (Celery's worker tracer) shadows it with the task's own
+    context under concurrency, and the inherited one is back when the run ends.  A gevent
+    pool's time limit (a ``gevent.Timeout`` raised in the task) still ends the task's context."""
+    if pool_name == "gevent":
+        pytest.importorskip("gevent")
+        from celery.concurrency.gevent import TaskPool
+    else:
+        from celery.concurrency.thread import TaskPool
+    tracer = build_tracer(pauses.name, pauses, eager=False, app=app)
+    seen: list[tuple[int, Any, Any, Any]] = []
+
+    def job(i: int) -> None:
+        message = _message(f"pooled-{i}")
+        before = get_request_context()
+        result = tracer(message["id"], (pool_name, 0.005), {}, message)
+        seen.append((i, before, result.retval, get_request_context()))
+
+    def times_out() -> None:
+        message = _message("timed-out")
+        tracer(message["id"], (pool_name, 5.0), {}, message)
+
+    timeouts: list[Any] = []
+    pool = TaskPool(limit=8)
+    pool.start()
+    with create_request_context(None, "feeds-the-pool") as outer:
+        try:
+            handles = [pool.apply_async(job, (i,)) for i in range(40)]
+            if pool_name == "gevent":
+                handles.append(
+                    pool.apply_async(times_out, timeout=0.05, timeout_callback=lambda *a: timeouts.append(a))
+                )
+            for handle in handles:  # a gevent Greenlet, or the threads pool's ApplyResult
+                if pool_name == "gevent":
+                    handle.join(10)
+                else:
+                    handle.wait(10)
+        finally:
+            pool.stop()
+        assert sorted(entry[0] for entry in seen) == list(range(40))
+        for i, before, retval, after in seen:
+            assert before is outer and after is outer
+            assert retval == (f"pooled-{i}", True)
+    task_inits = [event[2] for event in task_units if event[:2] == ("init", "task")]
+    destroyed = {event[1] for event in task_units if event[0] == "destroy"}
+    assert len(task_inits) == (41 if pool_name == "gevent" else 40)
+    assert set(task_inits) <= destroyed
+    assert len(timeouts) == (1 if pool_name == "gevent" else 0)
