@@ -35,7 +35,7 @@ import functools
 import logging
 import threading
 import weakref
-from contextvars import Context
+from contextvars import Context, ContextVar
 from typing import Any
 
 from celery import Celery, signals
@@ -55,8 +55,9 @@ REQUEST_ID_HEADER = DEFAULT_OUTGOING_HEADER
 TRACEPARENT_HEADER = "traceparent"
 TRACESTATE_HEADER = "tracestate"
 
-#: Where the context a task runs in is kept on Celery's per-run ``task.request``.
-_ON_REQUEST = "_flask_reqctx"
+#: ``(task id, context)`` of the task run in progress in this unit, from prerun to postrun
+#: (a ContextVar: Celery's ``task.request`` costs microseconds per read).
+_running: ContextVar[tuple[str | None, RequestContext] | None] = ContextVar("flask_reqctx.celery", default=None)
 
 _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -144,7 +145,7 @@ def _enter_task(task: Any = None, task_id: str | None = None, **_ignored: Any) -
     context = create_request_context(data, sender_id, kind="task")
     if trace is not None:
         context.trace = trace
-    setattr(request, _ON_REQUEST, context)
+    _running.set((task_id, context))
     # Logged once bound, so the record carries the task's (fresh) id; never the values.
     if sent_id is not None and sender_id is None:
         log_rejected(f"{REQUEST_ID_HEADER} task header", len(str(sent_id)))
@@ -152,10 +153,11 @@ def _enter_task(task: Any = None, task_id: str | None = None, **_ignored: Any) -
         log.debug("flask_reqctx: ignored an invalid traceparent task header")
 
 
-def _leave_task(task: Any = None, **_ignored: Any) -> None:
+def _leave_task(task_id: str | None = None, **_ignored: Any) -> None:
     """``task_postrun``: close the task's context, and any the task left bound in its unit."""
-    if task is None:
-        return
-    context: RequestContext | None = task.request.__dict__.pop(_ON_REQUEST, None)
-    if context is not None and not close_request_context(context):
+    running = _running.get()
+    if running is None or running[0] != task_id:
+        return  # not ours: an eager run inside a context
+    _running.set(None)
+    if not close_request_context(running[1]):
         close_request_context()
