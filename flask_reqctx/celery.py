@@ -38,7 +38,7 @@ import weakref
 from contextvars import Context, ContextVar
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, signals  # type: ignore[import-untyped]
 
 from .context import RequestContext, current_context
 from .ids import is_valid_request_id, log_rejected
@@ -57,7 +57,9 @@ TRACESTATE_HEADER = "tracestate"
 
 #: ``(task id, context)`` of the task run in progress in this unit, from prerun to postrun
 #: (a ContextVar: Celery's ``task.request`` costs microseconds per read).
-_running: ContextVar[tuple[str | None, RequestContext] | None] = ContextVar("flask_reqctx.celery", default=None)
+_running: ContextVar[tuple[str | None, RequestContext] | None] = ContextVar(
+    "flask_reqctx.celery.running", default=None
+)
 
 _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -96,7 +98,7 @@ def _detach_result_drainer() -> None:
     from an empty ``contextvars`` context instead, as plain gevent would.
     """
     try:
-        from celery.backends.asynchronous import greenletDrainer
+        from celery.backends.asynchronous import greenletDrainer  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - a Celery without it
         return
     original_start = greenletDrainer.start
@@ -104,10 +106,11 @@ def _detach_result_drainer() -> None:
     @functools.wraps(original_start)
     def start(self: Any) -> None:
         if current_context.get() is None:
-            return original_start(self)
-        return Context().run(original_start, self)
+            original_start(self)
+        else:
+            Context().run(original_start, self)
 
-    greenletDrainer.start = start  # type: ignore[method-assign]
+    greenletDrainer.start = start
 
 
 def _add_headers(headers: dict[str, Any] | None = None, **_ignored: Any) -> None:

@@ -15,12 +15,14 @@ from celery import Celery, chain, group
 from celery_app import celery_app, observe
 from flask import Flask, jsonify
 from kombu.exceptions import OperationalError
+from probe_views import add_probe_views
 
-from flask_reqctx import ReqCtx, get_request_context, stats
+from flask_reqctx import ReqCtx, get_request_context
 from flask_reqctx.celery import init_celery
 
 app = Flask(__name__)
 ReqCtx(app)
+add_probe_views(app)
 
 #: Where the broker is unreachable, sending gives up after one retry of a 1 s connect.
 unreachable = Celery("unreachable", broker=os.environ.get("REQCTX_TEST_DEAD_BROKER", "redis://127.0.0.1:9/0"))
@@ -36,17 +38,6 @@ unreachable.conf.update(
 init_celery(unreachable)
 
 _paths = itertools.count()
-
-
-@app.get("/health")
-def health():
-    return "ok"
-
-
-@app.get("/stats")
-def stats_view():
-    current = stats()
-    return jsonify(stats=current, live_besides_this_request=current["live"] - 1, pid=os.getpid())
 
 
 def _send(label: str) -> str:
