@@ -350,6 +350,18 @@ def test_raising_and_time_limited_tasks_end_their_context(workers, observations)
         _check_seen(observation, observation["label"])
 
 
+def test_a_running_task_revoked_with_terminate_ends_its_context(workers, observations):
+    """The gevent pool kills the task's greenlet (GreenletExit inside the task)."""
+    with create_request_context(None, "revoked-gevent"):
+        result = tasks.slow.apply_async(("revoked-gevent", 30), queue="gevent")
+    (started,) = observations(1)
+    _check_seen(started, "revoked-gevent")
+    tasks.celery_app.control.revoke(result.id, terminate=True, destination=["gevent@reqctx-test"])
+    result.get(timeout=30, propagate=False)
+    assert result.state == "REVOKED"
+    EXPECT_DESTROYED["gevent"].add("revoked-gevent")
+
+
 def test_warm_shutdown_every_worker_process_reports_no_context(workers):
     """Last: stop every worker (SIGTERM, Celery's warm shutdown) and read what each process
     reported as it ended: nothing bound, nothing live, nothing found bound just before a
