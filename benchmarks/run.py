@@ -31,6 +31,7 @@ Sections (each a ``bench_*.py`` script run in its own process; each runs alone t
    pinned to another (a gevent client when wrk is missing); hello world and fan-out.
 4. ``hooks``: cost per greenlet switch of an enabled before/after hook.
 5. ``memory``: bytes per live context, and ``stats()``/RSS after 10k and 100k requests.
+6. ``celery``: CPU per task sent and per task run, with/without ``init_celery`` (bench_celery.py).
 
 Every ratio compares runs made in the same invocation (interleaved where it matters):
 absolute times are not comparable across runs or machines.  Exit status is 0 even when
@@ -58,6 +59,7 @@ SECTIONS = {
     "hooks": "bench_hooks.py",
     "memory": "bench_memory.py",
     "server": "bench_server.py",
+    "celery": "bench_celery.py",
 }
 PACKAGES = [
     "flask",

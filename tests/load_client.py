@@ -6,7 +6,8 @@ the number of requests and the total time are both bounded.
 
 Spec keys: ``host`` (must be 127.0.0.1), ``port``, ``path``, ``requests``, ``concurrency``,
 ``keepalive`` (reuse each worker's connection; default true), ``without_id_every`` (every
-k-th request sends no ``X-Request-ID``; 0 = all send one), ``id_prefix``, ``detail``
+k-th request sends no ``X-Request-ID``; 0 = all send one), ``traceparent_without_id``
+(those send a fresh W3C ``traceparent`` instead; default false), ``id_prefix``, ``detail``
 (return every response; else only status counts and errors), ``timeout`` (total seconds).
 
 Each of ``concurrency`` workers takes the next request number until ``requests`` are done,
@@ -92,6 +93,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     concurrency = max(1, min(int(spec.get("concurrency", 50)), MAX_CONCURRENCY, total))
     keepalive = bool(spec.get("keepalive", True))
     without_every = int(spec.get("without_id_every", 0))
+    traceparent_without_id = bool(spec.get("traceparent_without_id", False))
     prefix = spec.get("id_prefix") or f"lc-{uuid.uuid4().hex[:8]}"
     detail = bool(spec.get("detail", True))
 
@@ -115,6 +117,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                     return
                 sent = None if without_every and i % without_every == 0 else f"{prefix}-{i}"
                 headers = {"X-Request-ID": sent} if sent is not None else {}
+                if sent is None and traceparent_without_id:
+                    headers["traceparent"] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
                 in_flight += 1
                 max_in_flight = max(max_in_flight, in_flight)
                 try:
@@ -135,6 +139,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                         {
                             "i": i,
                             "sent": sent,
+                            "traceparent": headers.get("traceparent"),
                             "status": status,
                             "echoed": response_headers.get("x-request-id"),
                             "body": parsed,

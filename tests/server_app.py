@@ -19,6 +19,7 @@ import gevent
 import gevent.pool
 from flask import Flask, Response, jsonify, request
 from gevent import monkey
+from probe_views import add_probe_views
 
 import flask_reqctx  # importing it wraps gevent.spawn & co.; the views look them up at call time
 from flask_reqctx import ReqCtx, get_request_context, stats
@@ -33,6 +34,7 @@ assert flask_reqctx.propagation.installed(), "server tests need FLASK_REQCTX_PAT
 
 app = Flask(__name__)
 ReqCtx(app)
+add_probe_views(app)
 
 # The extension's records, named (its messages carry no prefix): ``flask_reqctx: LEVEL: message``
 # on stderr, which gunicorn's log collects (``GunicornServer.extension_errors``).
@@ -68,18 +70,6 @@ def _join(child) -> None:
             raise child.exception
     else:
         child.join()
-
-
-@app.get("/health")
-def health():
-    return "ok"
-
-
-@app.get("/stats")
-def stats_view():
-    current = stats()
-    # This request is itself one live unit while the view runs.
-    return jsonify(stats=current, live_besides_this_request=current["live"] - 1, pid=os.getpid())
 
 
 @app.get("/context")

@@ -32,6 +32,33 @@ class ServerError(RuntimeError):
     pass
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server subprocess: ``PYTHONPATH`` reaching the tests' modules and
+    this very ``flask_reqctx``, unbuffered output, the patching switch at its default."""
+    env = dict(os.environ)
+    env.pop("FLASK_REQCTX_PATCH", None)
+    pythonpath = [TESTS_DIR, PACKAGE_PARENT]
+    if env.get("PYTHONPATH"):
+        pythonpath.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """Stop ``proc`` by its pid: SIGTERM (a graceful or warm shutdown), SIGKILL after
+    ``timeout`` seconds; returns its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
 class GunicornServer:
     """One gunicorn master (+ workers) serving ``app`` on a free loopback port."""
 
@@ -96,14 +123,7 @@ class GunicornServer:
         if self.worker_connections is not None:
             cmd += ["--worker-connections", str(self.worker_connections)]
         cmd += [*self.extra_args, self.app]
-        env = dict(os.environ)
-        env.pop("FLASK_REQCTX_PATCH", None)
-        pythonpath = [TESTS_DIR, PACKAGE_PARENT]
-        if env.get("PYTHONPATH"):
-            pythonpath.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(self.extra_env)
+        env = child_env(self.extra_env)
         # gunicorn's log goes to a file, not a pipe nobody reads (tracebacks could fill it).
         self._log = tempfile.TemporaryFile()
         try:
@@ -160,14 +180,8 @@ class GunicornServer:
         return [line for line in self.log(None).splitlines() if "flask_reqctx: " in line]
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         if self._log is not None:
             self._log.close()
             self._log = None
