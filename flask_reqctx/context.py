@@ -97,6 +97,13 @@ class RequestContext:
             out["trace_id"] = self._trace.trace_id
         return out
 
+    def execution_trace(self) -> dict[str, Any] | None:
+        """The units this context reached, as JSON-ready data (``REQCTX_TRACE``); None when not
+        recorded.  See :func:`flask_reqctx.tracing.trace` (``ctx.trace`` is the W3C trace)."""
+        from .tracing import trace
+
+        return trace(self)
+
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"
 
