@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .tracecontext import TraceContext, new_trace_id
+from .tracecontext import TraceContext, start_trace
 
 if TYPE_CHECKING:
     from .registry import Unit
@@ -54,7 +54,7 @@ class RequestContext:
         """
         trace = self._trace
         if trace is None:
-            trace = TraceContext(new_trace_id())
+            trace = start_trace()
             if self._trace is None:  # another greenlet/thread may have won the race
                 self._trace = trace
             trace = self._trace

@@ -37,8 +37,8 @@ def _skipped_places() -> tuple[tuple[str, ...], frozenset[str]]:
             spec = None
         if spec is not None and spec.submodule_search_locations:
             dirs += list(spec.submodule_search_locations)
-    files = frozenset({os.path.abspath(threading.__file__), threading.__file__})
-    return tuple(os.path.join(d, "") for d in dirs), files
+    files = frozenset({os.path.abspath(threading.__file__)})
+    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs), files
 
 
 _SKIP_DIRS, _SKIP_FILES = _skipped_places()
@@ -54,7 +54,8 @@ def creation_site() -> tuple[CodeType, int] | None:
         filename = frame.f_code.co_filename
         machinery = skip.get(filename)
         if machinery is None:
-            machinery = skip[filename] = filename in _SKIP_FILES or filename.startswith(_SKIP_DIRS)
+            path = os.path.abspath(filename)  # a sys.path entry like "tests/.." leaves ".." in it
+            machinery = skip[filename] = path in _SKIP_FILES or path.startswith(_SKIP_DIRS)
         if not machinery:
             return frame.f_code, frame.f_lineno
         frame = frame.f_back
