@@ -174,7 +174,8 @@ _unowned = _AppTracing(DEFAULT_MAX_UNITS)
 _live: dict[int, ContextTrace] = {}
 #: Live units by execution id: their trace, and their record (None once over the limit).
 _units: dict[int, tuple[ContextTrace, UnitRecord | None]] = {}
-_finished: deque[ContextTrace] = deque(maxlen=DEFAULT_KEEP)
+_keep: int | None = None
+_finished: deque[ContextTrace] = deque(maxlen=0)  # sized by the first enable()
 
 
 def _snapshot(context: RequestContext) -> dict[str, Any] | None:
@@ -312,8 +313,9 @@ def attach(app: Flask, settings: Any, options: dict[str, Any]) -> None:
 def enable(keep: int = DEFAULT_KEEP) -> None:
     """Start recording (also the contexts ``create_request_context`` makes); the ring of finished
     traces keeps the largest ``keep`` asked for.  ``ReqCtx`` calls it for traced apps."""
-    global _finished
-    if keep > (_finished.maxlen or 0):
+    global _finished, _keep
+    if _keep is None or keep > _keep:
+        _keep = keep
         _finished = deque(_finished, maxlen=keep)
     install_thread_excepthook()
     _hook.enable()
