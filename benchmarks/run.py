@@ -50,6 +50,7 @@ SECTIONS = {
     "hooks": "bench_hooks.py",
     "memory": "bench_memory.py",
     "server": "bench_server.py",
+    "tracing": "bench_tracing.py",  # 7: execution traces off vs on
 }
 PACKAGES = ["flask", "werkzeug", "gevent", "greenlet", "gunicorn", "Flask-Log-Request-ID", "blinker"]
 

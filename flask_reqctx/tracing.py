@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 from weakref import WeakKeyDictionary
 
-from flask import Flask, got_request_exception, request, request_finished, request_started
+from flask import Flask, got_request_exception, request, request_finished
 
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
@@ -98,6 +98,7 @@ class ContextTrace:
 
     __slots__ = (
         "alive",
+        "config",
         "context",
         "context_ref",
         "discarded",
@@ -105,7 +106,6 @@ class ContextTrace:
         "eid",
         "ended",
         "kind",
-        "max_units",
         "method",
         "path",
         "request_id",
@@ -116,11 +116,11 @@ class ContextTrace:
         "units",
     )
 
-    def __init__(self, context: RequestContext, eid: int, kind: str, start: int, max_units: int) -> None:
+    def __init__(self, context: RequestContext, eid: int, kind: str, start: int, config: _AppTracing) -> None:
         self.context: RequestContext | None = context
         self.context_ref = weakref.ref(context)
         self.request_id = context.request_id
-        self.eid, self.kind, self.start, self.max_units = eid, kind, start, max_units
+        self.eid, self.kind, self.start, self.config = eid, kind, start, config
         self.started_at = time.time()
         self.units: list[UnitRecord] = []
         self.alive: set[int] = set()
@@ -160,16 +160,17 @@ class ContextTrace:
 
 
 class _AppTracing:
-    __slots__ = ("max_units",)
+    __slots__ = ("keep_data", "max_units")
 
-    def __init__(self, max_units: int) -> None:
-        self.max_units = max_units
+    def __init__(self, max_units: int, keep_data: bool) -> None:
+        #: Keep the context's data (and trace id) in its finished trace: the live view shows it.
+        self.max_units, self.keep_data = max_units, keep_data
 
 
 #: Tracing settings per app, keyed by the app's extension settings (a context's origin).
 _apps: WeakKeyDictionary[Any, _AppTracing] = WeakKeyDictionary()
 #: For contexts made outside Flask (``create_request_context``) while tracing is on.
-_unowned = _AppTracing(DEFAULT_MAX_UNITS)
+_unowned = _AppTracing(DEFAULT_MAX_UNITS, keep_data=False)
 #: Live traces by ``id(context)`` (the trace holds the context, so the id is not reused).
 _live: dict[int, ContextTrace] = {}
 #: Live units by execution id: their trace, and their record (None once over the limit).
@@ -206,7 +207,7 @@ def _on_init(eid: int, kind: str, trigger: int, resource: Any) -> None:
         config = _apps.get(origin) if origin is not None else _unowned
         if config is None:
             return
-        trace = ContextTrace(resource, eid, kind, now, config.max_units)
+        trace = ContextTrace(resource, eid, kind, now, config)
         record = UnitRecord(eid, kind, trigger, now, root=True)
         trace.units.append(record)
         trace.alive.add(eid)
@@ -218,7 +219,7 @@ def _on_init(eid: int, kind: str, trigger: int, resource: Any) -> None:
     if trace is None or trace.context is not context:
         return
     trace.alive.add(eid)
-    if len(trace.units) >= trace.max_units:
+    if len(trace.units) >= trace.config.max_units:
         trace.dropped += 1
         _units[eid] = (trace, None)
         return
@@ -246,7 +247,8 @@ def _finish(trace: ContextTrace, now: int) -> None:
     context = trace.context
     if context is None or _live.pop(id(context), None) is not trace:
         return  # finished already (another thread saw the last unit end too)
-    trace.snapshot = _snapshot(context)
+    if trace.config.keep_data:
+        trace.snapshot = _snapshot(context)
     trace.context = None
     trace.ended = now
     if not trace.discarded:
@@ -264,15 +266,10 @@ def _current_trace() -> ContextTrace | None:
     return _live.get(id(context)) if context is not None else None
 
 
-def _on_request_started(sender: Flask, **_extra: Any) -> None:
-    trace = _current_trace()
-    if trace is not None:
-        trace.method, trace.path = request.method, request.path  # never the query string
-
-
 def _on_request_finished(sender: Flask, response: Any, **_extra: Any) -> None:
     trace = _current_trace()
-    if trace is not None:
+    if trace is not None:  # one signal for all three: Flask's request is still there
+        trace.method, trace.path = request.method, request.path  # never the query string
         trace.status = response.status_code
 
 
@@ -300,8 +297,7 @@ def attach(app: Flask, settings: Any, options: dict[str, Any]) -> None:
     max_units = _positive_int(app, "REQCTX_TRACE_MAX_UNITS", option("trace_max_units", DEFAULT_MAX_UNITS), 1)
     keep = _positive_int(app, "REQCTX_TRACE_KEEP", option("trace_keep", DEFAULT_KEEP), 0)
     enable(keep)
-    _apps[settings] = _AppTracing(max_units)
-    request_started.connect(_on_request_started, app)
+    _apps[settings] = _AppTracing(max_units, keep_data=live_view)
     request_finished.connect(_on_request_finished, app)
     got_request_exception.connect(_on_request_exception, app)
     if live_view:

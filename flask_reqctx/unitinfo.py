@@ -80,19 +80,30 @@ def _qualname(fn: Any) -> str | None:
 
 
 def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
-    import greenlet as greenlet_module
-    from gevent import GreenletExit
-
     if greenlet is None:
         return "collected", None
-    if not greenlet_module.greenlet.dead.__get__(greenlet):  # gevent dead, raw greenlet never switched to
+    if not _raw_dead(greenlet):  # gevent says dead, yet the raw greenlet was never switched to
         return "never started", None
     error = greenlet.exception
     if error is not None:
         return "raised", type(error).__name__
-    if isinstance(greenlet.value, GreenletExit):
+    if isinstance(greenlet.value, _GreenletExit):
         return "killed", None
     return "returned", None
+
+
+def _raw_dead_unset(greenlet: Any) -> bool:
+    """First call: bind the raw greenlet ``dead`` getter and ``GreenletExit`` (gevent is loaded by then)."""
+    global _raw_dead, _GreenletExit
+    import greenlet as greenlet_module
+    from gevent import GreenletExit
+
+    _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
+    return _raw_dead(greenlet)
+
+
+_raw_dead: Callable[[Any], bool] = _raw_dead_unset
+_GreenletExit: type[BaseException] = BaseException
 
 
 def _thread_outcome(thread: Any) -> tuple[str, str | None]:
