@@ -103,11 +103,15 @@ def callgrind_rows() -> tuple[list[dict], list[str]]:
         counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
     rows, notes = [], []
     for path in REQUESTS:
-        section = f"7. tracing, instructions per request (callgrind), {'hello' if path == '/' else 'fan-out 10'}"
+        section = (
+            f"7. tracing, instructions per request (callgrind), {'hello' if path == '/' else 'fan-out 10'}"
+        )
         n = REQUESTS[path]
         per = {v: (counts[v, path, n] - counts[v, path, 0]) / n for v in VARIANTS}
         rows.append(row(section, "bare Flask", per["bare"], "instr/req"))
-        rows.append(compared(section, "ReqCtx, tracing off", per["off"], "instr/req", "bare Flask", per["bare"]))
+        rows.append(
+            compared(section, "ReqCtx, tracing off", per["off"], "instr/req", "bare Flask", per["bare"])
+        )
         rows.append(
             compared(section, "ReqCtx, tracing on", per["on"], "instr/req", "ReqCtx, tracing off", per["off"])
         )
@@ -139,7 +143,9 @@ def timing_rows() -> tuple[list[dict], list[str]]:
         section = f"7. tracing, CPU time per request, {'hello' if path == '/' else 'fan-out 10'}"
         rows.append(row(section, "bare Flask (median)", med["bare"], "us/req"))
         rows.append(
-            compared(section, "ReqCtx, tracing off (median)", med["off"], "us/req", "bare (median)", med["bare"])
+            compared(
+                section, "ReqCtx, tracing off (median)", med["off"], "us/req", "bare (median)", med["bare"]
+            )
         )
         rows.append(
             compared(section, "ReqCtx, tracing on (median)", med["on"], "us/req", "off (median)", med["off"])

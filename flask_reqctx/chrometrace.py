@@ -11,20 +11,22 @@ Format: https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsK
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-__all__ = ["chrome_trace"]
+__all__ = ["chrome_trace", "unit_title"]
 
 
-def _unit_name(unit: dict[str, Any]) -> str:
-    name = unit["kind"]
+def unit_title(unit: dict[str, Any]) -> str:
+    """``greenlet fetch_part @ app.py:12``: kind, what it runs (innermost name), where it was made."""
+    title = str(unit["kind"])
     if unit.get("label"):
-        name += f" {unit['label']}"
+        title += f" {unit['label'].split('.<locals>.')[-1]}"
     if unit.get("site"):
-        name += f" @ {unit['site'].rsplit('/', 1)[-1]}"
-    return name
+        title += f" @ {os.path.basename(unit['site'])}"
+    return title
 
 
 def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]]:
@@ -48,10 +50,10 @@ def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]
         end = now_us if alive else t0 + unit["end_ms"] * 1000
         args = {key: unit[key] for key in ("eid", "trigger", "site", "function") if unit.get(key) is not None}
         events += [
-            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": _unit_name(unit)}},
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": unit_title(unit)}},
             {
                 "ph": "B",
-                "name": _unit_name(unit),
+                "name": unit_title(unit),
                 "cat": unit["kind"],
                 "pid": pid,
                 "tid": tid,

@@ -13,6 +13,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from .chrometrace import unit_title
+
 __all__ = ["render_page"]
 
 #: Lanes drawn per timeline; the rest are counted under it.
@@ -63,16 +65,6 @@ def short_site(site: str | None) -> str:
         return ""
     parts = site.replace(os.sep, "/").rsplit("/", 2)
     return "/".join(parts[-2:])
-
-
-def unit_title(unit: dict[str, Any]) -> str:
-    """``greenlet fetch_part @ app.py:12``: kind, what it runs (innermost name), where it was made."""
-    text = unit["kind"]
-    if unit.get("label"):
-        text += f" {unit['label'].split('.<locals>.')[-1]}"
-    if unit.get("site"):
-        text += f" @ {short_site(unit['site']).rsplit('/', 1)[-1]}"
-    return text
 
 
 def _tick_step(span_ms: float) -> float:

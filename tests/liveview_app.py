@@ -11,10 +11,10 @@ import random
 
 import gevent
 import gevent.event
+import server_app
 from flask import Flask, jsonify, request
 
-import flask_reqctx  # noqa: F401  (wraps gevent.spawn before the views use it)
-from flask_reqctx import ReqCtx, get_request_context, stats
+from flask_reqctx import ReqCtx, get_request_context
 
 app = Flask(__name__)
 app.config.update(
@@ -33,15 +33,9 @@ def _request_id() -> str:
     return ctx.request_id
 
 
-@app.get("/health")
-def health():
-    return "ok"
-
-
-@app.get("/stats")
-def stats_view():
-    current = stats()
-    return jsonify(stats=current, live_besides_this_request=current["live"] - 1, pid=os.getpid())
+# the probes tests/servers.py uses (readiness, wait_idle), as the other server apps have them
+app.add_url_rule("/health", view_func=server_app.health)
+app.add_url_rule("/stats", view_func=server_app.stats_view)
 
 
 @app.get("/fanout")

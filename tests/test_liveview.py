@@ -51,7 +51,9 @@ def test_a_token_is_required_from_everyone_when_configured():
     assert client.get("/_reqctx/").status_code == 403
     assert client.get("/_reqctx/?token=wrong-token-of-some-length").status_code == 403
     assert client.get(f"/_reqctx/?token={TOKEN}", environ_base=remote).status_code == 200
-    assert client.get("/_reqctx/json", headers={"X-Reqctx-Token": TOKEN}, environ_base=remote).status_code == 200
+    assert (
+        client.get("/_reqctx/json", headers={"X-Reqctx-Token": TOKEN}, environ_base=remote).status_code == 200
+    )
     page = client.get(f"/_reqctx/?token={TOKEN}").get_data(as_text=True)
     assert f'href="json?token={TOKEN}"' in page
 

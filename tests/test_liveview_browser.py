@@ -21,7 +21,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None, reason="Debian packages chromium and chromium-driver not installed"
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Debian packages chromium and chromium-driver not installed",
 )
 
 LEAK_AFTER = 0.3
@@ -46,7 +47,10 @@ def age_ms(text: str) -> float:
 @pytest.fixture(scope="module")
 def server():
     with GunicornServer(
-        "gevent", app="liveview_app:app", env={"LIVE_VIEW_LEAK_AFTER": str(LEAK_AFTER)}, worker_connections=500
+        "gevent",
+        app="liveview_app:app",
+        env={"LIVE_VIEW_LEAK_AFTER": str(LEAK_AFTER)},
+        worker_connections=500,
     ) as srv:
         yield srv
 

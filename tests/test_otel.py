@@ -6,22 +6,19 @@ in a ``before_request``, after our middleware made the context), in-memory expor
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from flask import Flask, jsonify
+from fresh_interpreter import run_in_fresh_interpreter
 
 from flask_reqctx import ReqCtx, get_request_context, outgoing_headers
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
 
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry import trace
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING = f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"
@@ -120,6 +117,4 @@ def test_importing_the_extension_never_imports_opentelemetry():
         "loaded = [m for m in sys.modules if m.startswith('opentelemetry')]\n"
         "assert not loaded, loaded\n"
     )
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__import__("flask_reqctx").__file__)))
-    env = dict(os.environ, PYTHONPATH=package_parent)
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
+    run_in_fresh_interpreter(script)

@@ -6,8 +6,6 @@ import asyncio
 import gc
 import json
 import os
-import subprocess
-import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -15,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import gevent
 import pytest
 from flask import Flask, jsonify
+from fresh_interpreter import run_in_fresh_interpreter
 
-import flask_reqctx
 from flask_reqctx import ReqCtx, create_request_context, get_request_context, stats, tracing
 
 HERE = os.path.abspath(__file__)
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(flask_reqctx.__file__)))
 
 
 def traced_app(**config: object) -> Flask:
@@ -104,7 +101,9 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
     ]
     assert children[0]["site"] == f"{HERE}:{line_of('SITE-RETURNS')}"
     assert children[0]["function"].endswith("view") and children[0]["label"].endswith("returns")
-    assert children[4]["site"] == f"{HERE}:{line_of('SITE-THREAD')}" and children[4]["label"] == "raising-thread"
+    assert (
+        children[4]["site"] == f"{HERE}:{line_of('SITE-THREAD')}" and children[4]["label"] == "raising-thread"
+    )
     assert children[5]["site"] == f"{HERE}:{line_of('SITE-POOL')}"
     json.dumps(trace)  # JSON-serialisable as it is
 
@@ -221,8 +220,7 @@ def test_tracing_off_enables_no_hook():
         "app2 = flask.Flask('y'); app2.config['REQCTX_TRACE'] = True; flask_reqctx.ReqCtx(app2)\n"
         "assert hooks.lifecycle_hooks\n"
     )
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
+    run_in_fresh_interpreter(script)
 
 
 def test_the_ring_keeps_the_last_finished_traces():
@@ -237,8 +235,7 @@ def test_the_ring_keeps_the_last_finished_traces():
         "assert [t['request_id'] for t in tracing.finished()] == [f'r{i}' for i in range(11, 6, -1)]\n"
         "assert [t['request_id'] for t in tracing.finished(2)] == ['r11', 'r10']\n"
     )
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
+    run_in_fresh_interpreter(script)
 
 
 @pytest.mark.parametrize("key, value", [("REQCTX_TRACE_MAX_UNITS", 0), ("REQCTX_TRACE_KEEP", "many")])
