@@ -68,7 +68,7 @@ def short_site(site: str | None) -> str:
 
 
 def _tick_step(span_ms: float) -> float:
-    step = 10 ** len(str(int(max(span_ms, 1) / 5)))  # a power of ten above a fifth of the span
+    step = float(10 ** len(str(int(max(span_ms, 1) / 5))))  # a power of ten above a fifth of the span
     for candidate in (step / 10, step / 5, step / 2, step):
         if span_ms / candidate <= 6:
             return candidate

@@ -357,7 +357,9 @@ def finished(last: int | None = None) -> list[dict[str, Any]]:
     return [t.as_dict() for t in traces[:last]]
 
 
-def to_chrome_trace(traces: Iterable[dict[str, Any]] | None = None, out: str | IO[str] | None = None) -> dict:
+def to_chrome_trace(
+    traces: Iterable[dict[str, Any]] | None = None, out: str | IO[str] | None = None
+) -> dict[str, Any]:
     """Chrome Trace Event Format for ``traces`` (default: live and finished); see :mod:`.chrometrace`."""
     from .chrometrace import chrome_trace
 

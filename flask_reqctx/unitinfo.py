@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from importlib.util import find_spec
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any
 
 __all__ = ["OUTCOMES", "Probe", "creation_site", "describe", "install_thread_excepthook"]
@@ -48,7 +48,7 @@ _skip: dict[str, bool] = {}
 
 def creation_site() -> tuple[CodeType, int] | None:
     """``(code, line)`` of the innermost frame outside the propagation machinery, or None."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     skip = _skip
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -95,8 +95,8 @@ def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
 def _raw_dead_unset(greenlet: Any) -> bool:
     """First call: bind the raw greenlet ``dead`` getter and ``GreenletExit`` (gevent is loaded by then)."""
     global _raw_dead, _GreenletExit
-    import greenlet as greenlet_module
-    from gevent import GreenletExit
+    import greenlet as greenlet_module  # type: ignore[import-untyped]
+    from gevent import GreenletExit  # type: ignore[import-untyped]
 
     _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
     return _raw_dead(greenlet)
