@@ -11,9 +11,10 @@ fanning out to 10 greenlets:
   exactly as an app without ``REQCTX_TRACE`` does (no hook enabled).
 
 "off" must equal ReqCtx as it was before tracing existed: with no app asking, no hook is
-enabled and the request path is unchanged (compare with section 2c's ``reqctx`` row).
+enabled and the request path is unchanged.  ``--baseline-rev REV`` also counts ReqCtx as it
+is at git revision REV (exported with ``git archive``) in the same run, for that comparison.
 
-    python benchmarks/bench_tracing.py          # or: python benchmarks/run.py --only tracing
+    python benchmarks/bench_tracing.py [--baseline-rev REV]   # or: python benchmarks/run.py --only tracing
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import gevent
@@ -31,9 +33,10 @@ from _common import QUICK, REPO, clock, compared, emit, median, row
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
-from flask_reqctx import ReqCtx, get_request_context, stats, tracing
+from flask_reqctx import ReqCtx, get_request_context, stats
 
 VARIANTS = ("bare", "off", "on")
+BASELINE_REV = sys.argv[sys.argv.index("--baseline-rev") + 1] if "--baseline-rev" in sys.argv else None
 FANOUT = 10
 REQUESTS = {"/": 300 if QUICK else 1000, "/fanout": 100 if QUICK else 300}
 BATCH = {"/": 300 if QUICK else 1000, "/fanout": 60 if QUICK else 200}
@@ -79,7 +82,9 @@ def serve(app: Flask, environ: dict, n: int) -> None:
 
 #: The program callgrind measures: one variant, one path, warm-up then ``n`` requests.
 WORKLOAD = f"""
-import sys
+import os, sys
+import flask_reqctx  # first, from the tree in the working directory (_common puts REPO on sys.path)
+assert flask_reqctx.__file__.startswith(os.getcwd()), flask_reqctx.__file__
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 from bench_tracing import environ_for, make_app, serve
 variant, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -88,41 +93,65 @@ serve(app, environ, 100 + n)
 """
 
 
-def instructions(variant: str, path: str, n: int) -> int:
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0")
+def instructions(variant: str, path: str, n: int, tree: str = REPO) -> int:
+    """Instructions of the workload process; ``tree`` is where ``flask_reqctx`` is imported from."""
+    env = dict(os.environ, PYTHONPATH=tree, PYTHONHASHSEED="0")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", WORKLOAD]
-    out = subprocess.run([*cmd, variant, path, str(n)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [*cmd, variant, path, str(n)], capture_output=True, text=True, env=env, cwd=tree, check=True
+    )
     return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
+
+
+def export_tree(rev: str, into: str) -> str:
+    """The package as it is at ``rev`` (``git archive``), for the "before tracing" baseline."""
+    archive = subprocess.run(
+        ["git", "-C", REPO, "archive", rev, "flask_reqctx"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
+    return into
 
 
 def callgrind_rows() -> tuple[list[dict], list[str]]:
     if shutil.which("valgrind") is None:
         return [], ["tracing instructions: skipped, valgrind is not installed"]
-    jobs = [(v, p, n) for p in REQUESTS for v in VARIANTS for n in (0, REQUESTS[p])]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
+    jobs = [(v, p, n, REPO) for p in REQUESTS for v in VARIANTS for n in (0, REQUESTS[p])]
+    with tempfile.TemporaryDirectory() as old_tree:
+        if BASELINE_REV is not None:
+            export_tree(BASELINE_REV, old_tree)
+            jobs += [("off", p, n, old_tree) for p in REQUESTS for n in (0, REQUESTS[p])]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
     rows, notes = [], []
+    delta: dict[str, float] = {}
     for path in REQUESTS:
         section = (
             f"7. tracing, instructions per request (callgrind), {'hello' if path == '/' else 'fan-out 10'}"
         )
         n = REQUESTS[path]
-        per = {v: (counts[v, path, n] - counts[v, path, 0]) / n for v in VARIANTS}
+        per = {v: (counts[v, path, n, REPO] - counts[v, path, 0, REPO]) / n for v in VARIANTS}
         rows.append(row(section, "bare Flask", per["bare"], "instr/req"))
+        if BASELINE_REV is not None:
+            before = (counts["off", path, n, old_tree] - counts["off", path, 0, old_tree]) / n
+            name = f"ReqCtx at {BASELINE_REV} (before tracing)"
+            rows.append(compared(section, name, before, "instr/req", "bare Flask", per["bare"]))
         rows.append(
             compared(section, "ReqCtx, tracing off", per["off"], "instr/req", "bare Flask", per["bare"])
         )
         rows.append(
             compared(section, "ReqCtx, tracing on", per["on"], "instr/req", "ReqCtx, tracing off", per["off"])
         )
-        extra = f"tracing on adds {per['on'] - per['off']:+,.0f} instr/req"
+        delta[path] = per["on"] - per["off"]
+        extra = f"tracing on adds {delta[path]:+,.0f} instr/req"
         if path == "/fanout":
-            extra += f" ({(per['on'] - per['off']) / (FANOUT + 1):+,.0f} per recorded unit)"
+            extra += f" ({(delta[path] - delta['/']) / FANOUT:+,.0f} per child unit beyond the request's own)"
         notes.append(f"tracing instructions {path}: {n} requests after 100 warm-up, minus 0; {extra}")
     return rows, notes
 
 
 def timing_rows() -> tuple[list[dict], list[str]]:
+    from flask_reqctx import tracing
+
     apps = {v: make_app(v) for v in VARIANTS}
     tracing._hook.disable()  # enabled only around the "on" batches (see the module docstring)
     rows, notes = [], []
