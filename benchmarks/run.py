@@ -60,6 +60,7 @@ SECTIONS = {
     "memory": "bench_memory.py",
     "server": "bench_server.py",
     "celery": "bench_celery.py",
+    "tracing": "bench_tracing.py",  # 7: execution traces off vs on
 }
 PACKAGES = [
     "flask",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from .tracecontext import TraceContext, new_trace_id
+from .tracecontext import TraceContext, start_trace
 
 if TYPE_CHECKING:
     from .registry import Unit
@@ -55,7 +55,7 @@ class RequestContext:
         """
         trace = self._trace
         if trace is None:
-            trace = TraceContext(new_trace_id())
+            trace = start_trace()
             if self._trace is None:  # another greenlet/thread may have won the race
                 self._trace = trace
             trace = self._trace
@@ -98,6 +98,13 @@ class RequestContext:
         if self._trace is not None:  # only once the request has one: reading it here would start one
             out["trace_id"] = self._trace.trace_id
         return out
+
+    def execution_trace(self) -> dict[str, Any] | None:
+        """The units this context reached, as JSON-ready data (``REQCTX_TRACE``); None when not
+        recorded.  See :func:`flask_reqctx.tracing.trace` (``ctx.trace`` is the W3C trace)."""
+        from .tracing import trace
+
+        return trace(self)
 
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"

@@ -140,6 +140,10 @@ class ReqCtx:
         app.process_response = _process_response_wrapper(app_ref, app.process_response)  # type: ignore[method-assign]
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
+        # Execution traces and the live view: hook-based, off (nothing enabled) unless configured.
+        from .tracing import attach
+
+        attach(app, settings, self.options)
 
     def outgoing_headers(self) -> dict[str, str]:
         """Headers to send on a call made for the current request (see

@@ -13,6 +13,10 @@ balancers and other services.
   first time something asks (a log record through the filter, ``outgoing_headers()``,
   ``ctx.trace_id``), so requests that neither log nor call out pay nothing.  Its flags
   are ``00`` (not sampled): we record nothing, and must not claim we did.
+* Where an OpenTelemetry span is current when the trace is first needed (see
+  :mod:`flask_reqctx.otel`), the request takes that span's trace id, flags and span id, so
+  outgoing calls name the span as their parent; with an incoming ``traceparent`` (same
+  trace id as the span) the span's id becomes this request's span id on first use.
 * Outgoing calls carry ``00-<trace id>-<span id>-<flags>``: the same trace id and a new
   parent id, this request's own ``span_id`` (random, made once per request), so every
   call a request makes names the request as its parent.
@@ -24,9 +28,17 @@ import os
 import re
 from collections.abc import Callable
 
+from .otel import SpanIds, current_span
 from .pooled import pooled
 
-__all__ = ["TraceContext", "new_span_id", "new_trace_id", "parse_traceparent", "parse_tracestate"]
+__all__ = [
+    "TraceContext",
+    "new_span_id",
+    "new_trace_id",
+    "parse_traceparent",
+    "parse_tracestate",
+    "start_trace",
+]
 
 _urandom = os.urandom
 
@@ -142,10 +154,15 @@ class TraceContext:
 
     @property
     def span_id(self) -> str:
-        """This request's own id in the trace: the parent id of every call it makes."""
+        """This request's own id in the trace: the parent id of every call it makes (the current
+        OpenTelemetry span's, when one of this trace is current on first use)."""
         span_id = self._span_id
         if span_id is None:
-            span_id = new_span_id()
+            span = current_span()
+            if span is not None and span.trace_id == self.trace_id:
+                span_id, self.flags = span.span_id, span.flags
+            else:
+                span_id = new_span_id()
             if self._span_id is None:  # another greenlet/thread may have won the race
                 self._span_id = span_id
             span_id = self._span_id
@@ -162,5 +179,18 @@ class TraceContext:
             headers["tracestate"] = self.tracestate
         return headers
 
+    @classmethod
+    def from_span(cls, span: SpanIds) -> TraceContext:
+        """The position of an OpenTelemetry span: its trace, flags and state, and its id as ours."""
+        trace = cls(span.trace_id, span.parent_id, span.flags, span.tracestate)
+        trace._span_id = span.span_id
+        return trace
+
     def __repr__(self) -> str:
         return f"<TraceContext {self.trace_id} parent={self.parent_id} flags={self.flags}>"
+
+
+def start_trace() -> TraceContext:
+    """A request's trace when none came in: the current OpenTelemetry span's, else a new one."""
+    span = current_span()
+    return TraceContext.from_span(span) if span is not None else TraceContext(new_trace_id())

@@ -1,0 +1,99 @@
+"""Execution traces in the Chrome Trace Event Format (Perfetto, chrome://tracing, speedscope).
+
+Each context becomes a "process" (its pid is the context's execution id, named after the
+request) and each of its units a "thread" (tid = the unit's execution id) with one ``B``/``E``
+pair, so every unit has a lane of its own and the pairs never need to nest.  A unit still
+alive is closed at the moment of the export, with ``"alive": true`` in its end's args.
+Timestamps are microseconds on the monotonic clock, so requests line up with each other.
+Format: https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+__all__ = ["chrome_trace", "unit_title"]
+
+
+def unit_title(unit: dict[str, Any]) -> str:
+    """``greenlet fetch_part @ app.py:12``: kind, what it runs (innermost name), where it was made."""
+    title = str(unit["kind"])
+    if unit.get("label"):
+        title += f" {unit['label'].split('.<locals>.')[-1]}"
+    if unit.get("site"):
+        title += f" @ {os.path.basename(unit['site'])}"
+    return title
+
+
+def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]]:
+    pid = trace["eid"]
+    t0 = trace["start_ns"] / 1000
+    title = " ".join(str(part) for part in (trace.get("method"), trace.get("path")) if part)
+    events: list[dict[str, Any]] = [
+        {
+            "ph": "M",
+            "name": "process_name",
+            "pid": pid,
+            "tid": 0,
+            "args": {"name": f"{title or trace['kind']} {trace['request_id']}"},
+        },
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}},
+    ]
+    for unit in trace["units"]:
+        tid = unit["eid"]
+        start = t0 + unit["start_ms"] * 1000
+        alive = unit["end_ms"] is None
+        end = now_us if alive else t0 + unit["end_ms"] * 1000
+        args = {key: unit[key] for key in ("eid", "trigger", "site", "function") if unit.get(key) is not None}
+        events += [
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": unit_title(unit)}},
+            {
+                "ph": "B",
+                "name": unit_title(unit),
+                "cat": unit["kind"],
+                "pid": pid,
+                "tid": tid,
+                "ts": start,
+                "args": args,
+            },
+            {
+                "ph": "E",
+                "pid": pid,
+                "tid": tid,
+                "ts": max(end, start),
+                "args": {"outcome": unit["outcome"], "error": unit.get("error"), "alive": alive},
+            },
+        ]
+    if trace.get("dropped"):
+        events.append(
+            {
+                "ph": "i",
+                "s": "p",
+                "name": f"{trace['dropped']} more units not recorded",
+                "pid": pid,
+                "tid": trace["eid"],
+                "ts": t0,
+            }
+        )
+    return events
+
+
+def chrome_trace(traces: Iterable[dict[str, Any]], out: str | IO[str] | None = None) -> dict[str, Any]:
+    """``{"traceEvents": [...], "displayTimeUnit": "ms"}`` for ``traces`` (from
+    :func:`flask_reqctx.tracing.trace`/``live``/``finished``); written as JSON to ``out``
+    (a path or a text file) when given."""
+    now_us = time.monotonic_ns() / 1000
+    events: list[dict[str, Any]] = []
+    for trace in traces:
+        events += _context_events(trace, now_us)
+    document = {"traceEvents": events, "displayTimeUnit": "ms"}
+    if isinstance(out, str):
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+    elif out is not None:
+        json.dump(document, out)
+    return document

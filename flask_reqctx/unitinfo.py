@@ -1,0 +1,160 @@
+"""What a trace says about one execution unit: where it was created, what it runs, how it ended.
+
+Everything here is read from the objects the init hook hands over (the greenlet, thread,
+submitted job or coroutine), cheaply: the creation site is one frame (the first one outside
+flask_reqctx, gevent, threading, concurrent.futures and asyncio), never a stack; outcomes are
+read at destroy from a weak reference, so a trace never keeps a finished unit's object alive.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from importlib.util import find_spec
+from types import CodeType, FrameType
+from typing import Any
+
+__all__ = ["OUTCOMES", "Probe", "creation_site", "describe", "install_thread_excepthook"]
+
+#: How a unit ended.  "ended" and "collected" say what we could not know: an executor job or a
+#: coroutine tells nothing once finished; a greenlet gone before its destroy cannot be asked.
+OUTCOMES = ("returned", "raised", "killed", "never started", "ended", "collected", "alive")
+
+#: Attribute a traced thread carries so the excepthook can mark it raised.
+_THREAD_RAISED = "_reqctx_trace_raised"
+
+
+def _skipped_places() -> tuple[tuple[str, ...], frozenset[str]]:
+    """Directories and files whose frames are machinery, not the code that created a unit."""
+    dirs = [os.path.dirname(os.path.abspath(__file__))]
+    for name in ("gevent", "greenlet", "concurrent.futures", "asyncio"):
+        try:
+            spec = find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            dirs += list(spec.submodule_search_locations)
+    files = frozenset({os.path.abspath(threading.__file__)})
+    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs), files
+
+
+_SKIP_DIRS, _SKIP_FILES = _skipped_places()
+#: co_filename -> is machinery; bounded by the number of source files.
+_skip: dict[str, bool] = {}
+
+
+def creation_site() -> tuple[CodeType, int] | None:
+    """``(code, line)`` of the innermost frame outside the propagation machinery, or None."""
+    frame: FrameType | None = sys._getframe(2)
+    skip = _skip
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        machinery = skip.get(filename)
+        if machinery is None:
+            path = os.path.abspath(filename)  # a sys.path entry like "tests/.." leaves ".." in it
+            machinery = skip[filename] = path in _SKIP_FILES or path.startswith(_SKIP_DIRS)
+        if not machinery:
+            return frame.f_code, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def site_text(site: tuple[CodeType, int] | None) -> tuple[str | None, str | None]:
+    """``("file:line", "function")`` for a site from :func:`creation_site`."""
+    if site is None:
+        return None, None
+    code, line = site
+    return f"{code.co_filename}:{line}", code.co_qualname
+
+
+#: Reads a unit's outcome from its resource (None when the object is gone) at destroy.
+Probe = Callable[[Any], tuple[str, str | None]]
+
+
+def _qualname(fn: Any) -> str | None:
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else None
+
+
+def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
+    if greenlet is None:
+        return "collected", None
+    if not _raw_dead(greenlet):  # gevent says dead, yet the raw greenlet was never switched to
+        return "never started", None
+    error = greenlet.exception
+    if error is not None:
+        return "raised", type(error).__name__
+    if isinstance(greenlet.value, _GreenletExit):
+        return "killed", None
+    return "returned", None
+
+
+def _raw_dead_unset(greenlet: Any) -> bool:
+    """First call: bind the raw greenlet ``dead`` getter and ``GreenletExit`` (gevent is loaded by then)."""
+    global _raw_dead, _GreenletExit
+    import greenlet as greenlet_module  # type: ignore[import-untyped]
+    from gevent import GreenletExit  # type: ignore[import-untyped]
+
+    _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
+    return _raw_dead(greenlet)
+
+
+_raw_dead: Callable[[Any], bool] = _raw_dead_unset
+_GreenletExit: type[BaseException] = BaseException
+
+
+def _thread_outcome(thread: Any) -> tuple[str, str | None]:
+    if thread is None:
+        return "collected", None
+    if thread.ident is None:
+        return "never started", None
+    error = thread.__dict__.get(_THREAD_RAISED)
+    return ("raised", error) if error is not None else ("returned", None)
+
+
+def _future_outcome(future: Any) -> tuple[str, str | None]:
+    if future is None:
+        return "collected", None
+    if future.cancelled():
+        return "never started", None
+    if not future.done():
+        return "ended", None
+    error = future.exception()
+    return ("raised", type(error).__name__) if error is not None else ("returned", None)
+
+
+def describe(kind: str, resource: Any) -> tuple[str | None, weakref.ref[Any] | None, Probe | None]:
+    """``(label, weak reference, probe)`` for a child unit's resource, at its init."""
+    gevent = sys.modules.get("gevent")
+    if gevent is not None and isinstance(resource, gevent.Greenlet):
+        label = _qualname(getattr(resource, "_run", None)) or resource.name
+        return label, weakref.ref(resource), _greenlet_outcome
+    if isinstance(resource, threading.Thread):
+        return resource.name, weakref.ref(resource), _thread_outcome
+    futures = sys.modules.get("concurrent.futures")
+    if futures is not None and isinstance(resource, futures.Future):
+        return None, weakref.ref(resource), _future_outcome
+    if kind == "task":
+        return _qualname(resource), None, None
+    return _qualname(resource) or _qualname(type(resource)), None, None
+
+
+def _excepthook(previous: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def excepthook(args: Any) -> Any:
+        thread = args.thread
+        if thread is not None and args.exc_type is not None:
+            thread.__dict__[_THREAD_RAISED] = args.exc_type.__name__
+        return previous(args)
+
+    excepthook.__reqctx_trace__ = True  # type: ignore[attr-defined]
+    return excepthook
+
+
+def install_thread_excepthook() -> None:
+    """Chain ``threading.excepthook`` so a traced thread that raised is recorded as such."""
+    current = threading.excepthook
+    if not getattr(current, "__reqctx_trace__", False):
+        threading.excepthook = _excepthook(current)
