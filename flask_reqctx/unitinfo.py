@@ -82,7 +82,9 @@ def _qualname(fn: Any) -> str | None:
 def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
     if greenlet is None:
         return "collected", None
-    if not _raw_dead(greenlet):  # gevent says dead, yet the raw greenlet was never switched to
+    # Destroy fires as the greenlet's ``run`` returns (still running) or when a greenlet that
+    # never ran is freed: never switched to means neither dead nor running.
+    if not (_raw_dead(greenlet) or _raw_active(greenlet)):
         return "never started", None
     error = greenlet.exception
     if error is not None:
@@ -94,15 +96,17 @@ def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
 
 def _raw_dead_unset(greenlet: Any) -> bool:
     """First call: bind the raw greenlet ``dead`` getter and ``GreenletExit`` (gevent is loaded by then)."""
-    global _raw_dead, _GreenletExit
-    import greenlet as greenlet_module  # type: ignore[import-untyped]
-    from gevent import GreenletExit  # type: ignore[import-untyped]
+    global _raw_dead, _raw_active, _GreenletExit
+    import greenlet as greenlet_module
+    from gevent import GreenletExit
 
     _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
+    _raw_active = greenlet_module.greenlet.__bool__
     return _raw_dead(greenlet)
 
 
 _raw_dead: Callable[[Any], bool] = _raw_dead_unset
+_raw_active: Callable[[Any], bool] = bool
 _GreenletExit: type[BaseException] = BaseException
 
 
@@ -130,7 +134,8 @@ def describe(kind: str, resource: Any) -> tuple[str | None, weakref.ref[Any] | N
     """``(label, weak reference, probe)`` for a child unit's resource, at its init."""
     gevent = sys.modules.get("gevent")
     if gevent is not None and isinstance(resource, gevent.Greenlet):
-        label = _qualname(getattr(resource, "_run", None)) or resource.name
+        # Init fires before gevent's own __init__ (the hub, and so ``name``, is not set yet).
+        label = _qualname(getattr(resource, "_run", None)) or type(resource).__name__
         return label, weakref.ref(resource), _greenlet_outcome
     if isinstance(resource, threading.Thread):
         return resource.name, weakref.ref(resource), _thread_outcome

@@ -11,8 +11,8 @@ import random
 
 import gevent
 import gevent.event
-import server_app
 from flask import Flask, jsonify, request
+from probe_views import add_probe_views
 
 from flask_reqctx import ReqCtx, get_request_context
 
@@ -33,9 +33,7 @@ def _request_id() -> str:
     return ctx.request_id
 
 
-# the probes tests/servers.py uses (readiness, wait_idle), as the other server apps have them
-app.add_url_rule("/health", view_func=server_app.health)
-app.add_url_rule("/stats", view_func=server_app.stats_view)
+add_probe_views(app)  # the probes tests/servers.py uses (readiness, wait_idle)
 
 
 @app.get("/fanout")

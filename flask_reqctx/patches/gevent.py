@@ -47,6 +47,7 @@ def install() -> None:
 
 def _capturing(base: Any) -> Any:
     """A subclass of the greenlet class ``base`` whose instances inherit the context."""
+    gevent_init = gevent.Greenlet.__init__  # whose first argument is the function to run
 
     class _SameAsBase(type):
         """``isinstance(g, gevent.Greenlet)`` stays true for greenlets that gevent itself
@@ -63,6 +64,8 @@ def _capturing(base: Any) -> Any:
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
             self = base.__new__(cls, *args, **kwargs)
+            if args and cls.__init__ is gevent_init and current_context.get() is not None:
+                self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
             child = open_child("greenlet", self)
             if child is not None:
                 self.gr_context = child[1]
@@ -78,6 +81,13 @@ def _capturing(base: Any) -> Any:
                         _close_left_open()
                     else:
                         unit.end()
+
+        def kill(self, *args: Any, **kwargs: Any) -> None:
+            base.kill(self, *args, **kwargs)
+            if self.dead and self.gr_context is not None:  # killed before it ever ran: ends now
+                unit = self.gr_context.get(current_unit)
+                if unit is not None:
+                    unit.end()
 
         def link(self, callback: Any, SpawnedLink: Any = gevent.greenlet.SpawnedLink) -> None:
             # The callback runs later in a new raw greenlet of the hub: in the context of
