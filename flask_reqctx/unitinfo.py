@@ -102,7 +102,7 @@ def _raw_dead_unset(greenlet: Any) -> bool:
 
     _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
     _raw_active = greenlet_module.greenlet.__bool__
-    return _raw_dead(greenlet)
+    return bool(_raw_dead(greenlet))
 
 
 _raw_dead: Callable[[Any], bool] = _raw_dead_unset
