@@ -153,7 +153,7 @@ def _enter_task(task: Any = None, task_id: str | None = None, **_ignored: Any) -
     if sent_id is not None and sender_id is None:
         log_rejected(f"{REQUEST_ID_HEADER} task header", len(str(sent_id)))
     if traceparent is not None and trace is None:
-        log.debug("flask_reqctx: ignored an invalid traceparent task header")
+        log.debug("ignored an invalid traceparent task header")
 
 
 def _leave_task(task_id: str | None = None, **_ignored: Any) -> None:
