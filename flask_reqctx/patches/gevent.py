@@ -64,7 +64,7 @@ def _capturing(base: Any) -> Any:
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
             self = base.__new__(cls, *args, **kwargs)
-            if args and cls.__init__ is gevent_init and current_context.get() is not None:
+            if args and cls.__init__ is gevent_init and callable(args[0]) and current_context.get():
                 self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
             child = open_child("greenlet", self)
             if child is not None:
