@@ -137,7 +137,9 @@ class ReqCtx:
         # reference cycles and is freed when its last reference goes, as a plain Flask app.
         app_ref = weakref.ref(app)
         app.wsgi_app = _RequestMiddleware(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
-        app.process_response = _process_response_wrapper(app_ref, app.process_response)  # type: ignore[method-assign]
+        app.process_response = _process_response_wrapper(  # type: ignore[method-assign, assignment]
+            app_ref, app.process_response
+        )
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
         # Execution traces and the live view: hook-based, off (nothing enabled) unless configured.
@@ -184,7 +186,7 @@ def _process_response_wrapper(
 
     def wrapper(response: Response) -> Response:
         response = process(app_ref(), response)
-        if response._on_close or not (  # type: ignore[attr-defined]
+        if response._on_close or not (
             isinstance(response.response, (list, tuple, ClosingIterator)) or response.direct_passthrough
         ):
             context = current_context.get()
@@ -332,7 +334,7 @@ class _RequestMiddleware:
                 log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
             if context_created.receivers:
                 signals.send_created(self.app_ref(), context)
-            app_iter = self.wsgi_app(self.app_ref(), environ, context.start_response)
+            app_iter: Iterable[bytes] = self.wsgi_app(self.app_ref(), environ, context.start_response)
             if context._ends_at_close:
                 return _StreamedBody(app_iter, context, self)
             if context._server_start_response is not None:  # send_response(), inline

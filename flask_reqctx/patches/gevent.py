@@ -33,21 +33,30 @@ from ..registry import Unit, close_request_context, open_child, run_in
 __all__ = ["install"]
 
 
+#: The modules patched, as plain objects: their names are rebound here.
+_gevent: Any = gevent
+_pool: Any = gevent.pool
+
+
 def install() -> None:
-    Greenlet = _capturing(gevent.Greenlet)
-    gevent.Greenlet = Greenlet  # type: ignore[misc]
-    gevent.spawn = Greenlet.spawn
-    gevent.spawn_later = Greenlet.spawn_later
-    gevent.pool.Group.greenlet_class = Greenlet
-    gevent.pool.Greenlet = Greenlet  # type: ignore[misc]
-    gevent.pool.IMap = _capturing(gevent.pool.IMap)  # type: ignore[misc]
-    gevent.pool.IMapUnordered = _capturing(gevent.pool.IMapUnordered)  # type: ignore[misc]
+    Greenlet = _capturing(_gevent.Greenlet)
+    _gevent.Greenlet = Greenlet
+    _gevent.spawn = Greenlet.spawn
+    _gevent.spawn_later = Greenlet.spawn_later
+    _pool.Group.greenlet_class = Greenlet
+    _pool.Greenlet = Greenlet  # the name gevent.pool spawns with internally
+    _pool.IMap = _capturing(_pool.IMap)
+    _pool.IMapUnordered = _capturing(_pool.IMapUnordered)
     _install_threadpool()
+
+
+_SpawnedLink: Any = vars(gevent.greenlet)["SpawnedLink"]
 
 
 def _capturing(base: Any) -> Any:
     """A subclass of the greenlet class ``base`` whose instances inherit the context."""
-    gevent_init = gevent.Greenlet.__init__  # whose first argument is the function to run
+    gevent_init = _gevent.Greenlet.__init__  # whose first argument is the function to run
+    base_spawn_later: Any = getattr(base.spawn_later, "__func__", None)  # the classmethod's function
 
     class _SameAsBase(type):
         """``isinstance(g, gevent.Greenlet)`` stays true for greenlets that gevent itself
@@ -59,7 +68,7 @@ def _capturing(base: Any) -> Any:
         def __subclasscheck__(cls, subclass: type) -> bool:
             return issubclass(subclass, base)
 
-    class Capturing(base, metaclass=_SameAsBase):  # type: ignore[misc, valid-type]
+    class Capturing(base, metaclass=_SameAsBase):  # type: ignore[misc]
         __doc__ = base.__doc__
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -89,21 +98,21 @@ def _capturing(base: Any) -> Any:
                 if unit is not None:
                     unit.end()
 
-        def link(self, callback: Any, SpawnedLink: Any = gevent.greenlet.SpawnedLink) -> None:
+        def link(self, callback: Any, SpawnedLink: Any = _SpawnedLink) -> None:
             # The callback runs later in a new raw greenlet of the hub: in the context of
             # whoever linked it (``apply_async(callback=...)`` links its callback this way).
             if current_context.get() is not None:
                 callback = _LinkedInContext(callback)
             base.link(self, callback, SpawnedLink)
 
-        if base is gevent.Greenlet:
+        if base is _gevent.Greenlet:
 
             @classmethod
             def spawn_later(cls, seconds: float, *args: Any, **kwargs: Any) -> Any:
                 # gevent checks ``cls is Greenlet``, which a subclass never is.
                 if not args and "run" not in kwargs:
                     raise TypeError("spawn_later needs a function to run")
-                return base.spawn_later.__func__(cls, seconds, *args, **kwargs)
+                return base_spawn_later(cls, seconds, *args, **kwargs)
 
     Capturing.__module__ = base.__module__
     Capturing.__qualname__ = Capturing.__name__ = base.__name__
@@ -143,7 +152,7 @@ def _close_left_open() -> None:
 
 
 def _install_threadpool() -> None:
-    ThreadPool = gevent.threadpool.ThreadPool
+    ThreadPool: Any = gevent.threadpool.ThreadPool
     original_spawn = ThreadPool.spawn
 
     @functools.wraps(original_spawn)
