@@ -102,13 +102,14 @@ class RequestContext:
     def execution_trace(self) -> dict[str, Any] | None:
         """The units this context reached, as JSON-ready data (``REQCTX_TRACE``); None when not
         recorded.  See :func:`flask_reqctx.tracing.trace` (``ctx.trace`` is the W3C trace)."""
-        from .tracing import trace
-
-        return trace(self)
+        return trace_reader(self) if trace_reader is not None else None
 
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"
 
+
+#: Reads a context's execution trace; set by :mod:`flask_reqctx.tracing` when recording starts.
+trace_reader: Callable[[RequestContext], dict[str, Any] | None] | None = None
 
 #: The context bound to the current unit (``None`` outside any request).
 current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.context", default=None)

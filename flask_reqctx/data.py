@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
+from .context import current_context
 from .ids import accepted_id, header_name, is_valid_request_id
 
 __all__ = [
@@ -144,9 +145,7 @@ def default_data(request: Any) -> dict[str, Any]:
 
         ReqCtx(app, data=lambda request: {**default_data(request), "user": current_user_id()})
     """
-    from flask import current_app
-
-    from .extension import settings_for
-
-    app = cast(Any, current_app)._get_current_object()  # the app itself: settings are keyed by it
-    return headers_data(request.environ, settings_for(app).redact)
+    settings = getattr(current_context.get(), "_origin", None)  # the app's settings, on its context
+    if settings is None:
+        raise RuntimeError("default_data() needs a request served by an app with ReqCtx")
+    return headers_data(request.environ, settings.redact)

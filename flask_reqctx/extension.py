@@ -22,7 +22,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import InternalServerError
 from werkzeug.wsgi import ClosingIterator
 
-from . import hooks, signals
+from . import hooks, liveview, signals, tracing
 from .context import RequestContext, current_context
 from .data import HeaderRedaction, headers_data
 from .ids import (
@@ -50,9 +50,7 @@ class _Settings:
     """One app's resolved configuration (``REQCTX_*`` keys, then constructor options)."""
 
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
-        def option(name: str, default: Any) -> Any:
-            key = "REQCTX_" + name.upper()
-            return app.config.setdefault(key, options.get(name, default))
+        option = partial(_option, app, options)
 
         headers = option("header", "X-Request-ID")
         self.headers: tuple[str, ...] = (headers,) if isinstance(headers, str) else tuple(headers)
@@ -100,6 +98,11 @@ def _checked(generator: Callable[[], str]) -> Callable[[], str]:
     return fresh_id
 
 
+def _option(app: Flask, options: dict[str, Any], name: str, default: Any) -> Any:
+    """A setting: the ``REQCTX_<NAME>`` config key, else the constructor option, else ``default``."""
+    return app.config.setdefault("REQCTX_" + name.upper(), options.get(name, default))
+
+
 def settings_for(app: Flask) -> _Settings:
     try:
         return _settings[app]
@@ -143,9 +146,8 @@ class ReqCtx:
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
         # Execution traces and the live view: hook-based, off (nothing enabled) unless configured.
-        from .tracing import attach
-
-        attach(app, settings, self.options)
+        if tracing.attach(app, settings, self.options):
+            liveview.register(app, partial(_option, app, self.options))
 
     def outgoing_headers(self) -> dict[str, str]:
         """Headers to send on a call made for the current request (see

@@ -25,6 +25,7 @@ from weakref import WeakKeyDictionary
 
 from flask import Flask, got_request_exception, request, request_finished
 
+from . import context as context_module
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
 from .unitinfo import Probe, creation_site, describe, install_thread_excepthook, site_text
@@ -285,25 +286,23 @@ def _positive_int(app: Flask, key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def attach(app: Flask, settings: Any, options: dict[str, Any]) -> None:
-    """Called by ``ReqCtx.init_app``: turn recording (and the live view) on for ``app`` if asked."""
+def attach(app: Flask, settings: Any, options: dict[str, Any]) -> bool:
+    """Called by ``ReqCtx.init_app``: turn recording on for ``app`` if asked; True when the app
+    also wants the live view (which the extension then mounts)."""
 
     def option(name: str, default: Any) -> Any:
         return app.config.setdefault("REQCTX_" + name.upper(), options.get(name, default))
 
     live_view = bool(option("live_view", False))
     if not (option("trace", False) or live_view):
-        return
+        return False
     max_units = _positive_int(app, "REQCTX_TRACE_MAX_UNITS", option("trace_max_units", DEFAULT_MAX_UNITS), 1)
     keep = _positive_int(app, "REQCTX_TRACE_KEEP", option("trace_keep", DEFAULT_KEEP), 0)
     enable(keep)
     _apps[settings] = _AppTracing(max_units, keep_data=live_view)
     request_finished.connect(_on_request_finished, app)
     got_request_exception.connect(_on_request_exception, app)
-    if live_view:
-        from .liveview import register
-
-        register(app, option)
+    return live_view
 
 
 def enable(keep: int = DEFAULT_KEEP) -> None:
@@ -315,6 +314,7 @@ def enable(keep: int = DEFAULT_KEEP) -> None:
         _finished = deque(_finished, maxlen=keep)
     install_thread_excepthook()
     _hook.enable()
+    context_module.trace_reader = trace
 
 
 def discard(context: RequestContext | None) -> None:
