@@ -23,7 +23,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from contextvars import Context
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import hooks, signals
 from .context import RequestContext, current_context, current_unit
@@ -91,17 +91,14 @@ class Unit:
 
 
 _new_unit = object.__new__
+_get_unit = current_unit.get
+_set_context = current_context.set
+_set_unit = current_unit.set
 
 
 def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: int) -> Unit:
-    """Register a unit holding ``context`` and fire init (built without an ``__init__``
-    frame: this runs once per child greenlet, thread, job and task)."""
-    unit: Unit = _new_unit(Unit)
-    unit.eid = _next_eid()
-    unit.trigger_eid = trigger_eid
-    unit.kind = kind
-    unit.context = context
-    unit.restore = None
+    """Register a unit holding ``context`` and fire init."""
+    unit = Unit(kind, trigger_eid, context)
     unit.open = True
     count_opened()
     if hooks.lifecycle_hooks:
@@ -157,22 +154,39 @@ def end_request_hooked(context: RequestContext, sender: Any) -> None:
 def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
     """At creation of a child unit: a unit inheriting the current context, and a fresh
     :class:`contextvars.Context` holding it for the child to run in; ``None`` when there
-    is no context to inherit (the child then costs nothing more).
+    is no context to inherit (the child then costs nothing more)."""
+    context = current_context.get()
+    if context is None:
+        return None
+    child_vars = child_context(context, kind, resource)
+    return cast(Unit, child_vars[current_unit]), child_vars
+
+
+def child_context(context: RequestContext, kind: str, resource: Any) -> Context:
+    """A child unit of the current one, which holds ``context``, registered (init fires);
+    returned as the :class:`contextvars.Context` the child runs in, which holds it.
 
     Only our two variables are carried: Flask's own request context is not (``flask.request``
     in a child that outlives its request would read a torn-down request).
     """
-    context = current_context.get()
-    if context is None:
-        return None
-    parent = current_unit.get()  # current(), inline: a context is current
+    parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
         parent = context._unit or request_unit(context)
-    unit = open_unit(kind, context, resource, parent.eid)
+    # open_unit(), inline and without an __init__ frame: this runs once per child.
+    unit: Unit = _new_unit(Unit)
+    unit.eid = _next_eid()
+    unit.trigger_eid = parent.eid
+    unit.kind = kind
+    unit.context = context
+    unit.restore = None
+    unit.open = True
+    count_opened()
+    if hooks.lifecycle_hooks:
+        hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     child_vars = Context()
-    child_vars.run(current_context.set, context)
-    child_vars.run(current_unit.set, unit)
-    return unit, child_vars
+    child_vars.run(_set_context, context)
+    child_vars.run(_set_unit, unit)
+    return child_vars
 
 
 def execution_id() -> int:

@@ -26,10 +26,14 @@ import gevent
 import gevent.pool
 import gevent.threadpool
 
-from ..context import current_unit
-from ..registry import Unit, close_request_context, open_child
+from .. import hooks
+from ..context import current_context, current_unit
+from ..registry import Unit, child_context, close_request_context, count_ended, open_child
 
 __all__ = ["install"]
+
+get_context = current_context.get
+get_unit = current_unit.get
 
 
 def install() -> None:
@@ -47,6 +51,8 @@ def install() -> None:
 def _capturing(base: Any) -> Any:
     """A subclass of the greenlet class ``base`` whose instances inherit the context."""
 
+    base_new, base_run = base.__new__, base.run
+
     class _SameAsBase(type):
         """``isinstance(g, gevent.Greenlet)`` stays true for greenlets that gevent itself
         (or code holding the original class) creates: the name now points at a subclass."""
@@ -60,23 +66,27 @@ def _capturing(base: Any) -> Any:
     class Capturing(base, metaclass=_SameAsBase):  # type: ignore[misc, valid-type]
         __doc__ = base.__doc__
 
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            self = base.__new__(cls, *args, **kwargs)
-            child = open_child("greenlet", self)
-            if child is not None:
-                self.gr_context = child[1]
+        def __new__(cls, *_args: Any, **_kwargs: Any) -> Any:
+            # gevent's classes take their arguments in __init__ (run right after).
+            self = base_new(cls)
+            context = get_context()
+            if context is not None:
+                self.gr_context = child_context(context, "greenlet", self)
             return self
 
         def run(self) -> None:
             try:
-                base.run(self)
+                base_run(self)
             finally:
-                unit = current_unit.get()
+                unit = get_unit()
                 if unit is not None:
                     if unit.restore is not None:
                         _close_left_open()
-                    else:
-                        unit.end()
+                    elif unit.open:  # unit.end(), inline
+                        unit.open = False
+                        count_ended()
+                        if hooks.lifecycle_hooks:
+                            hooks.emit_destroy(unit.eid)
 
         if base is gevent.Greenlet:
 
