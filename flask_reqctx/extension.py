@@ -340,7 +340,7 @@ def _serving(
                 start_response(context._status, context._headers)
             context._ended = True  # what finish() does, inline
             count_ended()
-            if hooks.lifecycle_hooks or context_destroyed.receivers:
+            if hooks.lifecycle_hooks or context_destroyed.receivers or context._unit is not None:
                 end_request_hooked(context, app_ref())
             return app_iter
         except BaseException as exc:

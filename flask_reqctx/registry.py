@@ -56,7 +56,7 @@ class Unit:
     (the other way round would make a reference cycle and delay freeing the request).
     """
 
-    __slots__ = ("context", "eid", "kind", "open", "restore", "trigger_eid")
+    __slots__ = ("context", "eid", "kind", "open", "restore", "template", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = _next_eid()
@@ -67,6 +67,8 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
+        #: The Context its children start from, a copy each (see child_context).
+        self.template: Context | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -145,9 +147,14 @@ def announce_request(context: RequestContext) -> None:
 
 
 def end_request_hooked(context: RequestContext, sender: Any) -> None:
-    """A request served by the middleware has ended: its destroy hook and signal."""
-    if hooks.lifecycle_hooks and context._unit is not None:
-        hooks.emit_destroy(context._unit.eid)
+    """A request served by the middleware has ended (with hooks, receivers or a unit of its
+    own): its destroy hook and signal; its unit's template, which refers to the context
+    that refers to the unit, is dropped (see child_context)."""
+    unit = context._unit
+    if unit is not None:
+        unit.template = None
+        if hooks.lifecycle_hooks:
+            hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
 
@@ -178,13 +185,21 @@ def child_context(context: RequestContext, kind: str, resource: Any) -> Context:
     unit.trigger_eid = parent.eid
     unit.kind = kind
     unit.context = context
-    unit.restore = None
+    unit.restore = unit.template = None
     unit.open = True
     count_opened()
     if hooks.lifecycle_hooks:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    child_vars = Context()
-    child_vars.run(_set_context, context)
+    # A copy of a Context holding the request context, kept by the parent for its next
+    # children, is cheaper than a fresh one.  Never kept by the unit of a request that has
+    # ended: the context refers to that unit, so it would be a cycle that nothing breaks.
+    template = parent.template
+    if template is None:
+        template = Context()
+        template.run(_set_context, context)
+        if parent is not context._unit or not context._ended:
+            parent.template = template
+    child_vars = template.copy()
     child_vars.run(_set_unit, unit)
     return child_vars
 
