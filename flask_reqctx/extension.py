@@ -300,13 +300,14 @@ def _serving(
     trust_traceparent = settings.trust_traceparent
     loads_environ = settings.loader is None
 
-    def reqctx_wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
+        """The request's context: built (without a type call and __init__ frame), its
+        incoming headers checked, counted in ``live``, init fired."""
         request_id = rejected = None
         for key in incoming_keys:
             if key in environ:  # the common case, no header at all, allocates nothing
                 request_id, rejected = settings.incoming_id(environ)
                 break
-        # _WsgiRequestContext(...), inline: a type call with an __init__ costs a frame.
         context: _WsgiRequestContext = _new_context(_WsgiRequestContext)
         context.request_id = request_id or fresh_id()
         context._data = context._trace = context._unit = context._status = context._headers = None
@@ -317,20 +318,23 @@ def _serving(
         traceparent = environ.get("HTTP_TRACEPARENT") if trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
+        if rejected or (traceparent is not None and context._trace is None):
+            _log_ignored(context, rejected, traceparent)
         count_opened()
         if hooks.lifecycle_hooks:
             announce_request(context)
+        return context
+
+    def reqctx_wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Short up to the app call on purpose: gevent's spawning_stack capture reads this
+        # frame's line number for every greenlet the request spawns, by a walk of the line
+        # table up to the current instruction.
+        context = open_request(environ, start_response)
         token = current_context.set(context)
         try:
-            # Logged once bound, so the records carry the request's (fresh) id; never the values.
-            if rejected:
-                for name, length in rejected:
-                    log_rejected(name, length)
-            if traceparent is not None and context._trace is None:
-                log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
             if context_created.receivers:
                 signals.send_created(app_ref(), context)
-            app_iter = wsgi_app(app_ref(), environ, context.start_response)
+            app_iter: Iterable[bytes] = wsgi_app(app_ref(), environ, context.start_response)
             if context._ends_at_close:
                 return _StreamedBody(app_iter, context, middleware)
             if context._server_start_response is not None:  # send_response(), inline
@@ -349,6 +353,21 @@ def _serving(
             current_context.reset(token)
 
     return reqctx_wsgi_app
+
+
+def _log_ignored(
+    context: RequestContext, rejected: list[tuple[str, int]] | None, traceparent: str | None
+) -> None:
+    """Invalid incoming ids and traceparent, logged with the context bound (so the records
+    carry the request's fresh id); never the values."""
+    token = current_context.set(context)
+    try:
+        for name, length in rejected or ():
+            log_rejected(name, length)
+        if traceparent is not None and context._trace is None:
+            log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
+    finally:
+        current_context.reset(token)
 
 
 class _RequestMiddleware:
