@@ -27,6 +27,9 @@ class RequestContext:
     """
 
     __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "_unit", "request_id")
+    #: Whether the middleware has ended the request: a slot of the middleware's contexts;
+    #: any other context has no request unit of its own and counts as ended.
+    _ended: bool = True
 
     def __init__(
         self,

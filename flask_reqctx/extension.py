@@ -14,7 +14,6 @@ import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -139,7 +138,7 @@ class ReqCtx:
         # Both wrappers reach the app through a weak reference: the app stays free of
         # reference cycles and is freed when its last reference goes, as a plain Flask app.
         app_ref = weakref.ref(app)
-        app.wsgi_app = _RequestMiddleware(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
+        app.wsgi_app = _serving(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
         app.process_response = _process_response_wrapper(  # type: ignore[method-assign, assignment]
             app_ref, app.process_response
         )
@@ -171,6 +170,10 @@ def _unbound(app_ref: weakref.ref[Flask], method: Callable[..., Any]) -> Callabl
     return call
 
 
+#: Bodies complete when the view returns (a ClosingIterator is Werkzeug's rendered error).
+_FINISHED_BODIES = (list, tuple, ClosingIterator)
+
+
 def _process_response_wrapper(
     app_ref: weakref.ref[Flask], process_response: Callable[[Response], Response]
 ) -> Callable[[Response], Response]:
@@ -189,7 +192,7 @@ def _process_response_wrapper(
     def wrapper(response: Response) -> Response:
         response = process(app_ref(), response)
         if response._on_close or not (
-            isinstance(response.response, (list, tuple, ClosingIterator)) or response.direct_passthrough
+            isinstance(response.response, _FINISHED_BODIES) or response.direct_passthrough
         ):
             context = current_context.get()
             if isinstance(context, _WsgiRequestContext):
@@ -213,10 +216,6 @@ def _load_data(loader: DataLoader) -> None:
     context.data = data
 
 
-_first_item = itemgetter(0)
-_lower = str.lower
-
-
 def _pass_through() -> tuple[type[BaseException], ...]:
     """Exceptions that end the unit itself, never answered with a 500."""
     try:
@@ -229,31 +228,25 @@ def _pass_through() -> tuple[type[BaseException], ...]:
 _PASS_THROUGH = _pass_through()
 
 
+_new_context = object.__new__
+
+
 class _WsgiRequestContext(RequestContext):
     """A request's context; its default data is built from the WSGI environ on first read.
 
-    It also holds the request's response start until the app call is over: the server's
+    Made by the middleware, without an ``__init__`` (see there).  It also holds the
+    request's response start until the app call is over: the server's
     ``start_response`` is called once, by the middleware, so that an exception escaping
     the app can still be answered with a 500 carrying the id (gunicorn appends the headers
     of a second ``start_response`` to the first call's instead of replacing them).
     """
 
     __slots__ = ("_ended", "_ends_at_close", "_headers", "_server_start_response", "_status")
-
-    def __init__(
-        self, request_id: str, environ: dict[str, Any] | None, settings: _Settings, start_response: Any
-    ) -> None:
-        self.request_id = request_id
-        self._data = None
-        self._load = environ  # None with a data loader: it sets the data in before_request
-        self._trace = None
-        self._origin = settings
-        self._unit = None
-        self._server_start_response = start_response
-        self._status: str | None = None
-        self._headers: list[tuple[str, str]] | None = None
-        self._ends_at_close = False
-        self._ended = False
+    _server_start_response: Callable[..., Any] | None
+    _status: str | None
+    _headers: list[tuple[str, str]] | None
+    _ends_at_close: bool
+    _ended: bool
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
         return headers_data(environ, self._origin.redact) if environ is not None else {}
@@ -263,11 +256,14 @@ class _WsgiRequestContext(RequestContext):
         itself) and records the call; the server's is called once the app call is over."""
         if exc_info is not None and self._server_start_response is None:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
-        name = self._origin.response_header
-        if name is not None and self._origin.response_header_lower not in map(
-            _lower, map(_first_item, headers)
-        ):
-            headers.append((name, self.request_id))
+        settings = self._origin
+        if settings.response_header is not None:
+            lowered = settings.response_header_lower
+            for key, _ in headers:  # a plain loop: half the cost of map() over str.lower
+                if key.lower() == lowered:
+                    break
+            else:
+                headers.append((settings.response_header, self.request_id))
         self._status, self._headers = status, headers
         return self._write
 
@@ -299,46 +295,56 @@ class _WsgiRequestContext(RequestContext):
         return [body]
 
 
-class _RequestMiddleware:
-    """Wraps ``app.wsgi_app``: one request context per call, unbound when the call returns."""
+def _serving(
+    app_ref: weakref.ref[Flask], wsgi_app: Any, settings: _Settings
+) -> Callable[..., Iterable[bytes]]:
+    """The function that replaces ``app.wsgi_app``: one request context per call, unbound
+    when the call returns.  A closure: what it reads per request are fast local names, and
+    Flask's call of it is a Python-to-Python call (an instance's ``__call__`` is reached
+    through C and costs a frame of its own)."""
+    middleware = _RequestMiddleware(app_ref)
+    wsgi_app = _unbound(app_ref, wsgi_app)
+    incoming_keys, fresh_id = settings.incoming_keys, settings.fresh_id
+    trust_traceparent = settings.trust_traceparent
+    loads_environ = settings.loader is None
 
-    def __init__(self, app_ref: weakref.ref[Flask], wsgi_app: Any, settings: _Settings) -> None:
-        self.app_ref = app_ref
-        self.wsgi_app = _unbound(app_ref, wsgi_app)
-        self.settings = settings
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        settings = self.settings
+    def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
+        """The request's context: built (without a type call and __init__ frame), its
+        incoming headers checked, counted in ``live``, init fired."""
         request_id = rejected = None
-        for key in settings.incoming_keys:
+        for key in incoming_keys:
             if key in environ:  # the common case, no header at all, allocates nothing
                 request_id, rejected = settings.incoming_id(environ)
                 break
-        context = _WsgiRequestContext(
-            request_id or settings.fresh_id(),
-            environ if settings.loader is None else None,
-            settings,
-            start_response,
-        )
-        traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
+        context: _WsgiRequestContext = _new_context(_WsgiRequestContext)
+        context.request_id = request_id or fresh_id()
+        context._data = context._trace = context._unit = context._status = context._headers = None
+        context._load = environ if loads_environ else None
+        context._origin = settings
+        context._server_start_response = start_response
+        context._ends_at_close = context._ended = False
+        traceparent = environ.get("HTTP_TRACEPARENT") if trust_traceparent else None
         if traceparent is not None:  # before init hooks and signals can look at the trace
             context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
+        if rejected or (traceparent is not None and context._trace is None):
+            _log_ignored(context, rejected, traceparent)
         count_opened()
         if hooks.lifecycle_hooks:
             announce_request(context)
+        return context
+
+    def reqctx_wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Short up to the app call on purpose: gevent's spawning_stack capture reads this
+        # frame's line number for every greenlet the request spawns, by a walk of the line
+        # table up to the current instruction.
+        context = open_request(environ, start_response)
         token = current_context.set(context)
         try:
-            # Logged once bound, so the records carry the request's (fresh) id; never the values.
-            if rejected:
-                for name, length in rejected:
-                    log_rejected(name, length)
-            if traceparent is not None and context._trace is None:
-                log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
             if context_created.receivers:
-                signals.send_created(self.app_ref(), context)
-            app_iter: Iterable[bytes] = self.wsgi_app(self.app_ref(), environ, context.start_response)
+                signals.send_created(app_ref(), context)
+            app_iter: Iterable[bytes] = wsgi_app(app_ref(), environ, context.start_response)
             if context._ends_at_close:
-                return _StreamedBody(app_iter, context, self)
+                return _StreamedBody(app_iter, context, middleware)
             if context._server_start_response is not None:  # send_response(), inline
                 if context._status is None:
                     raise RuntimeError("the WSGI app returned without calling start_response")
@@ -346,13 +352,37 @@ class _RequestMiddleware:
                 start_response(context._status, context._headers)
             context._ended = True  # what finish() does, inline
             count_ended()
-            if hooks.lifecycle_hooks or context_destroyed.receivers:
-                end_request_hooked(context, self.app_ref())
+            if hooks.lifecycle_hooks or context_destroyed.receivers or context._unit is not None:
+                end_request_hooked(context, app_ref())
             return app_iter
         except BaseException as exc:
-            return self.fail(context, exc)
+            return middleware.fail(context, exc)
         finally:
             current_context.reset(token)
+
+    return reqctx_wsgi_app
+
+
+def _log_ignored(
+    context: RequestContext, rejected: list[tuple[str, int]] | None, traceparent: str | None
+) -> None:
+    """Invalid incoming ids and traceparent, logged with the context bound (so the records
+    carry the request's fresh id); never the values."""
+    token = current_context.set(context)
+    try:
+        for name, length in rejected or ():
+            log_rejected(name, length)
+        if traceparent is not None and context._trace is None:
+            log.debug("ignored an invalid traceparent (%d chars)", len(traceparent))
+    finally:
+        current_context.reset(token)
+
+
+class _RequestMiddleware:
+    """The request's end, and an exception escaping the app: the rare paths of the WSGI call."""
+
+    def __init__(self, app_ref: weakref.ref[Flask]) -> None:
+        self.app_ref = app_ref
 
     def fail(self, context: _WsgiRequestContext, exc: BaseException) -> list[bytes]:
         """An exception escaped the app (or a streamed body's first chunk): answer it with a

@@ -23,7 +23,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from contextvars import Context
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import hooks, signals
 from .context import RequestContext, current_context, current_unit
@@ -57,7 +57,7 @@ class Unit:
     (the other way round would make a reference cycle and delay freeing the request).
     """
 
-    __slots__ = ("context", "eid", "kind", "open", "restore", "trigger_eid")
+    __slots__ = ("context", "eid", "kind", "open", "restore", "template", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = _next_eid()
@@ -68,6 +68,8 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
+        #: The Context its children start from, a copy each (see child_context).
+        self.template: Context | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -92,17 +94,14 @@ class Unit:
 
 
 _new_unit = object.__new__
+_get_unit = current_unit.get
+_set_context = current_context.set
+_set_unit = current_unit.set
 
 
 def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: int) -> Unit:
-    """Register a unit holding ``context`` and fire init (built without an ``__init__``
-    frame: this runs once per child greenlet, thread, job and task)."""
-    unit: Unit = _new_unit(Unit)
-    unit.eid = _next_eid()
-    unit.trigger_eid = trigger_eid
-    unit.kind = kind
-    unit.context = context
-    unit.restore = None
+    """Register a unit holding ``context`` and fire init."""
+    unit = Unit(kind, trigger_eid, context)
     unit.open = True
     count_opened()
     if hooks.lifecycle_hooks:
@@ -149,31 +148,61 @@ def announce_request(context: RequestContext) -> None:
 
 
 def end_request_hooked(context: RequestContext, sender: Any) -> None:
-    """A request served by the middleware has ended: its destroy hook and signal."""
-    if hooks.lifecycle_hooks and context._unit is not None:
-        hooks.emit_destroy(context._unit.eid)
+    """A request served by the middleware has ended (with hooks, receivers or a unit of its
+    own): its destroy hook and signal; its unit's template, which refers to the context
+    that refers to the unit, is dropped (see child_context)."""
+    unit = context._unit
+    if unit is not None:
+        unit.template = None
+        if hooks.lifecycle_hooks:
+            hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
 
 def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
     """At creation of a child unit: a unit inheriting the current context, and a fresh
     :class:`contextvars.Context` holding it for the child to run in; ``None`` when there
-    is no context to inherit (the child then costs nothing more).
+    is no context to inherit (the child then costs nothing more)."""
+    context = current_context.get()
+    if context is None:
+        return None
+    child_vars = child_context(context, kind, resource)
+    return cast(Unit, child_vars[current_unit]), child_vars
+
+
+def child_context(context: RequestContext, kind: str, resource: Any) -> Context:
+    """A child unit of the current one, which holds ``context``, registered (init fires);
+    returned as the :class:`contextvars.Context` the child runs in, which holds it.
 
     Only our two variables are carried: Flask's own request context is not (``flask.request``
     in a child that outlives its request would read a torn-down request).
     """
-    context = current_context.get()
-    if context is None:
-        return None
-    parent = current_unit.get()  # current(), inline: a context is current
+    parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
         parent = context._unit or request_unit(context)
-    unit = open_unit(kind, context, resource, parent.eid)
-    child_vars = Context()
-    child_vars.run(current_context.set, context)
-    child_vars.run(current_unit.set, unit)
-    return unit, child_vars
+    # open_unit(), inline and without an __init__ frame: this runs once per child.
+    unit: Unit = _new_unit(Unit)
+    unit.eid = _next_eid()
+    unit.trigger_eid = parent.eid
+    unit.kind = kind
+    unit.context = context
+    unit.restore = unit.template = None
+    unit.open = True
+    count_opened()
+    if hooks.lifecycle_hooks:
+        hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
+    # A copy of a Context holding the request context, kept by the parent for its next
+    # children, is cheaper than a fresh one.  Never kept by the unit of a request that has
+    # ended: the context refers to that unit, so it would be a cycle that nothing breaks.
+    template = parent.template
+    if template is None:
+        template = Context()
+        template.run(_set_context, context)
+        if parent is not context._unit or not context._ended:
+            parent.template = template
+    child_vars = template.copy()
+    child_vars.run(_set_unit, unit)
+    return child_vars
 
 
 def execution_id() -> int:

@@ -27,10 +27,14 @@ import gevent.greenlet
 import gevent.pool
 import gevent.threadpool
 
+from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import Unit, close_request_context, open_child, run_in
+from ..registry import Unit, child_context, close_request_context, count_ended, open_child, run_in
 
 __all__ = ["install"]
+
+get_context = current_context.get
+get_unit = current_unit.get
 
 
 #: The modules patched, as plain objects: their names are rebound here.
@@ -58,6 +62,8 @@ def _capturing(base: Any) -> Any:
     gevent_init = _gevent.Greenlet.__init__  # whose first argument is the function to run
     base_spawn_later: Any = getattr(base.spawn_later, "__func__", None)  # the classmethod's function
 
+    base_new, base_run = base.__new__, base.run
+
     class _SameAsBase(type):
         """``isinstance(g, gevent.Greenlet)`` stays true for greenlets that gevent itself
         (or code holding the original class) creates: the name now points at a subclass."""
@@ -71,25 +77,29 @@ def _capturing(base: Any) -> Any:
     class Capturing(base, metaclass=_SameAsBase):  # type: ignore[misc]
         __doc__ = base.__doc__
 
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            self = base.__new__(cls, *args, **kwargs)
-            if args and cls.__init__ is gevent_init and callable(args[0]) and current_context.get():
-                self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
-            child = open_child("greenlet", self)
-            if child is not None:
-                self.gr_context = child[1]
+        def __new__(cls, *args: Any, **_kwargs: Any) -> Any:
+            # gevent's classes take their arguments in __init__ (run right after).
+            self = base_new(cls)
+            context = get_context()
+            if context is not None:
+                if args and cls.__init__ is gevent_init and callable(args[0]):
+                    self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
+                self.gr_context = child_context(context, "greenlet", self)
             return self
 
         def run(self) -> None:
             try:
-                base.run(self)
+                base_run(self)
             finally:
-                unit = current_unit.get()
+                unit = get_unit()
                 if unit is not None:
                     if unit.restore is not None:
                         _close_left_open()
-                    else:
-                        unit.end()
+                    elif unit.open:  # unit.end(), inline
+                        unit.open = False
+                        count_ended()
+                        if hooks.lifecycle_hooks:
+                            hooks.emit_destroy(unit.eid)
 
         def kill(self, *args: Any, **kwargs: Any) -> None:
             base.kill(self, *args, **kwargs)
