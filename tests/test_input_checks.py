@@ -89,3 +89,28 @@ def test_an_app_with_the_extension_is_freed_like_a_plain_app():
             assert ref() is None, f"app not freed by reference counting (extension={extension})"
     finally:
         gc.enable()
+
+
+def test_a_request_that_spawned_children_is_freed_without_gc(app, client):
+    """The context (and the WSGI environ it holds) is not kept in a reference cycle by the
+    child contexts made for its greenlets: it goes when its last unit does."""
+    import gevent
+
+    from flask_reqctx import get_request_context
+
+    refs: list[weakref.ref[object]] = []
+
+    @app.get("/fan")
+    def fan():
+        refs.append(weakref.ref(get_request_context()))
+        gevent.joinall([gevent.spawn(lambda: None) for _ in range(3)])
+        return "ok"
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert client.get("/fan").status_code == 200
+        gevent.sleep(0)  # greenlet keeps the last dead child's context until the next switch
+        assert refs[0]() is None, "the request context outlived its request and children"
+    finally:
+        gc.enable()
