@@ -71,7 +71,10 @@ class RequestContext:
     @property
     def trace_id(self) -> str:
         """The W3C trace id (32 hex): the caller's, or a new trace's (see :attr:`trace`)."""
-        return self.trace.trace_id
+        trace = self._trace
+        if trace is None:  # each log line reads it: once started, no second property frame
+            trace = self.trace
+        return trace.trace_id
 
     @trace_id.setter
     def trace_id(self, value: str | None) -> None:

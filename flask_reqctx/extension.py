@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from functools import partial
+from itertools import product
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -43,6 +44,8 @@ log = logging.getLogger("flask_reqctx")
 DataLoader = Callable[[Any], dict[str, Any]]
 
 _settings: WeakKeyDictionary[Flask, _Settings] = WeakKeyDictionary()
+#: The echo header's name is spelled out in every case (2**letters names) up to this length.
+_MAX_SPELLED_LETTERS = 12
 
 
 class _Settings:
@@ -61,7 +64,9 @@ class _Settings:
         plain = next((name for name in self.headers if name.lower() not in COMPOSITE_HEADERS), "X-Request-ID")
         response_header = option("response_header", plain)
         self.response_header: str | None = response_header or None
-        self.response_header_lower = self.response_header.lower() if self.response_header else None
+        #: The echo header's every upper/lower-case spelling: "did the app set it itself?" is
+        #: then a set lookup per response header, not a ``str.lower()`` call.
+        self.response_spellings: Container[str] = spellings(self.response_header or "")
         outgoing_header = option("outgoing_header", plain)
         self.outgoing_header: str | None = outgoing_header or None
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
@@ -78,10 +83,10 @@ class _Settings:
             raise TypeError("ReqCtx(data=...) must be a callable(request) -> dict")
 
     def incoming_id(self, environ: dict[str, Any]) -> tuple[str | None, list[tuple[str, int]]]:
-        """The first valid incoming id (None if none), and the ``(header, length)`` of each
+        """The first valid trusted incoming id (None if none), and the ``(header, length)`` of each
         invalid one (logged by the middleware once the context is bound, so under the fresh id)."""
         rejected: list[tuple[str, int]] = []
-        return incoming_request_id(environ, self.header_keys, self.validator, rejected), rejected
+        return incoming_request_id(environ, self.incoming_keys, self.validator, rejected), rejected
 
 
 def _checked(generator: Callable[[], str]) -> Callable[[], str]:
@@ -95,6 +100,26 @@ def _checked(generator: Callable[[], str]) -> Callable[[], str]:
         return generated
 
     return fresh_id
+
+
+class _AnyCase:
+    """``in`` tests a header name against ``name`` case-insensitively (for a long name)."""
+
+    __slots__ = ("lowered",)
+
+    def __init__(self, name: str) -> None:
+        self.lowered = name.lower()
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() == self.lowered
+
+
+def spellings(name: str) -> Container[str]:
+    """Every upper/lower-case spelling of a header name (1,024 for ``X-Request-ID``), for
+    names of up to :data:`_MAX_SPELLED_LETTERS` letters; a case-insensitive test beyond."""
+    if sum(char.lower() != char.upper() for char in name) > _MAX_SPELLED_LETTERS:
+        return _AnyCase(name)
+    return frozenset(map("".join, product(*({char.lower(), char.upper()} for char in name))))
 
 
 def _option(app: Flask, options: dict[str, Any], name: str, default: Any) -> Any:
@@ -228,13 +253,11 @@ def _pass_through() -> tuple[type[BaseException], ...]:
 _PASS_THROUGH = _pass_through()
 
 
-_new_context = object.__new__
-
-
 class _WsgiRequestContext(RequestContext):
     """A request's context; its default data is built from the WSGI environ on first read.
 
-    Made by the middleware, without an ``__init__`` (see there).  It also holds the
+    Made by the middleware, which sets its fields: ``_WsgiRequestContext()`` runs no
+    ``__init__`` frame (object's own, in C).  It also holds the
     request's response start until the app call is over: the server's
     ``start_response`` is called once, by the middleware, so that an exception escaping
     the app can still be answered with a 500 carrying the id (gunicorn appends the headers
@@ -247,6 +270,7 @@ class _WsgiRequestContext(RequestContext):
     _headers: list[tuple[str, str]] | None
     _ends_at_close: bool
     _ended: bool
+    __init__ = object.__init__
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
         return headers_data(environ, self._origin.redact) if environ is not None else {}
@@ -258,20 +282,14 @@ class _WsgiRequestContext(RequestContext):
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
         settings = self._origin
         if settings.response_header is not None:
-            lowered = settings.response_header_lower
-            for key, _ in headers:  # a plain loop: half the cost of map() over str.lower
-                if key.lower() == lowered:
+            spelled = settings.response_spellings
+            for key, _ in headers:  # a plain loop: cheaper than map(), a dict or str.lower()
+                if key in spelled:
                     break
             else:
                 headers.append((settings.response_header, self.request_id))
         self._status, self._headers = status, headers
-        return self._write
-
-    def _write(self, data: bytes) -> None:
-        """The legacy ``write()``: the response starts now."""
-        write = self.send_response()
-        if write is not None:
-            write(data)
+        return _legacy_write
 
     def send_response(self) -> Any:
         """Call the server's ``start_response`` with the recorded call, once."""
@@ -295,6 +313,16 @@ class _WsgiRequestContext(RequestContext):
         return [body]
 
 
+def _legacy_write(data: bytes) -> None:
+    """The ``write()`` that ``start_response`` returns (PEP 3333's legacy API): the response
+    starts now.  One function for all requests: it is called during the app call, where the
+    request's context is the current one."""
+    context = current_context.get()
+    write = context.send_response() if isinstance(context, _WsgiRequestContext) else None
+    if write is not None:
+        write(data)
+
+
 def _serving(
     app_ref: weakref.ref[Flask], wsgi_app: Any, settings: _Settings
 ) -> Callable[..., Iterable[bytes]]:
@@ -304,30 +332,27 @@ def _serving(
     through C and costs a frame of its own)."""
     middleware = _RequestMiddleware(app_ref)
     wsgi_app = _unbound(app_ref, wsgi_app)
-    incoming_keys, fresh_id = settings.incoming_keys, settings.fresh_id
+    fresh_id = settings.fresh_id
+    # None (never a WSGI environ key) when incoming ids are not trusted.
+    first_key = settings.incoming_keys[0] if settings.incoming_keys else None
+    more_keys = bool(settings.incoming_keys[1:])
     trust_traceparent = settings.trust_traceparent
     loads_environ = settings.loader is None
 
     def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
-        """The request's context: built (without a type call and __init__ frame), its
-        incoming headers checked, counted in ``live``, init fired."""
-        request_id = rejected = None
-        for key in incoming_keys:
-            if key in environ:  # the common case, no header at all, allocates nothing
-                request_id, rejected = settings.incoming_id(environ)
-                break
-        context: _WsgiRequestContext = _new_context(_WsgiRequestContext)
-        context.request_id = request_id or fresh_id()
+        """The request's context: built (without a type call and __init__ frame), its id
+        chosen, counted in ``live``, init fired."""
+        context: _WsgiRequestContext = _WsgiRequestContext()
         context._data = context._trace = context._unit = context._status = context._headers = None
         context._load = environ if loads_environ else None
         context._origin = settings
         context._server_start_response = start_response
         context._ends_at_close = context._ended = False
-        traceparent = environ.get("HTTP_TRACEPARENT") if trust_traceparent else None
-        if traceparent is not None:  # before init hooks and signals can look at the trace
-            context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
-        if rejected or (traceparent is not None and context._trace is None):
-            _log_ignored(context, rejected, traceparent)
+        # The common case, no id header and no traceparent: two dict lookups.
+        if first_key in environ or more_keys or (trust_traceparent and "HTTP_TRACEPARENT" in environ):
+            _adopt_incoming(context, environ, settings)
+        else:
+            context.request_id = fresh_id()
         count_opened()
         if hooks.lifecycle_hooks:
             announce_request(context)
@@ -363,11 +388,17 @@ def _serving(
     return reqctx_wsgi_app
 
 
-def _log_ignored(
-    context: RequestContext, rejected: list[tuple[str, int]] | None, traceparent: str | None
-) -> None:
-    """Invalid incoming ids and traceparent, logged with the context bound (so the records
-    carry the request's fresh id); never the values."""
+def _adopt_incoming(context: _WsgiRequestContext, environ: dict[str, Any], settings: _Settings) -> None:
+    """The request's id and trace from its headers (the first valid id, else a fresh one; a
+    valid ``traceparent``), before init hooks and signals can look at them.  Invalid ones
+    are logged with the context bound (so the records carry the fresh id); never their values."""
+    request_id, rejected = settings.incoming_id(environ)
+    context.request_id = request_id or settings.fresh_id()
+    traceparent = environ.get("HTTP_TRACEPARENT") if settings.trust_traceparent else None
+    if traceparent is not None:
+        context._trace = TraceContext.from_headers(traceparent, environ.get("HTTP_TRACESTATE"))
+    if not rejected and (traceparent is None or context._trace is not None):
+        return
     token = current_context.set(context)
     try:
         for name, length in rejected or ():

@@ -74,16 +74,16 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         fields = record.__dict__
-        if "request_id" in fields and "trace_id" in fields:
-            return True
         context = current_context.get()
         if context is None:
             fields.setdefault("request_id", self.default)
             fields.setdefault("trace_id", self.default)
-        else:
-            fields.setdefault("request_id", context.request_id)
-            if "trace_id" not in fields:
-                fields["trace_id"] = context.trace_id
+            return True
+        if "request_id" not in fields:
+            fields["request_id"] = context.request_id
+        if "trace_id" not in fields:  # ctx.trace_id, one property frame fewer: runs per log line
+            trace = context._trace
+            fields["trace_id"] = (trace if trace is not None else context.trace).trace_id
         return True
 
 

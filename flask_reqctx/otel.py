@@ -13,7 +13,10 @@ from __future__ import annotations
 import sys
 from typing import Any, NamedTuple
 
-__all__ = ["SpanIds", "current_span"]
+__all__ = ["OTEL_TRACE_MODULE", "SpanIds", "current_span"]
+
+#: The module whose presence in ``sys.modules`` says the application uses OpenTelemetry.
+OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
 class SpanIds(NamedTuple):
@@ -28,7 +31,7 @@ class SpanIds(NamedTuple):
 
 def current_span() -> SpanIds | None:
     """The current OpenTelemetry span's ids, or None (no OpenTelemetry, or no valid span)."""
-    trace_api: Any = sys.modules.get("opentelemetry.trace")
+    trace_api: Any = sys.modules.get(OTEL_TRACE_MODULE)
     if trace_api is None:
         return None
     try:

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 
-from .otel import SpanIds, current_span
+from .otel import OTEL_TRACE_MODULE, SpanIds, current_span
 from .pooled import pooled
 
 __all__ = [
@@ -190,7 +191,21 @@ class TraceContext:
         return f"<TraceContext {self.trace_id} parent={self.parent_id} flags={self.flags}>"
 
 
+_modules = sys.modules
+_new_trace = object.__new__
+
+
 def start_trace() -> TraceContext:
-    """A request's trace when none came in: the current OpenTelemetry span's, else a new one."""
-    span = current_span()
-    return TraceContext.from_span(span) if span is not None else TraceContext(new_trace_id())
+    """A request's trace when none came in: the current OpenTelemetry span's, else a new one.
+
+    The first log line of nearly every request lands here: OpenTelemetry is asked only when
+    loaded, and the new trace is built without an ``__init__`` frame."""
+    if OTEL_TRACE_MODULE in _modules:
+        span = current_span()
+        if span is not None:
+            return TraceContext.from_span(span)
+    trace: TraceContext = _new_trace(TraceContext)
+    trace.trace_id = new_trace_id()
+    trace.parent_id = trace.tracestate = trace._span_id = None
+    trace.flags = "00"
+    return trace

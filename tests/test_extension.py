@@ -111,12 +111,54 @@ def test_id_is_echoed_on_errors(app, client):
         assert response.headers["X-Request-ID"] == f"err{status}"
 
 
-def test_app_that_sets_the_header_itself_is_not_doubled(app, client):
+@pytest.mark.parametrize("spelling", ["X-Request-ID", "x-request-id", "X-REQUEST-ID", "x-ReQuEsT-iD"])
+def test_app_that_sets_the_header_itself_is_not_doubled(app, client, spelling):
     @app.get("/own")
     def own():
-        return "x", 200, {"X-Request-ID": "mine"}
+        return "x", 200, {spelling: "mine"}
 
     assert client.get("/own").headers.getlist("X-Request-ID") == ["mine"]
+    assert client.get("/").headers.getlist("X-Request-ID") != ["mine"]  # 404: ours
+
+
+@pytest.mark.parametrize("spelling", ["X-Correlation-Request-Id", "x-correlation-request-id"])
+def test_a_long_echo_header_name_is_matched_in_any_case(spelling):
+    app = Flask("long")
+    ReqCtx(app, response_header="X-Correlation-Request-Id")
+    app.get("/own", endpoint="own")(lambda: ("x", 200, {spelling: "mine"}))
+    app.get("/", endpoint="index")(lambda: "x")
+    client = app.test_client()
+    assert client.get("/own").headers.getlist("X-Correlation-Request-Id") == ["mine"]
+    echoed = client.get("/", headers={"X-Request-ID": "theirs"}).headers.getlist("X-Correlation-Request-Id")
+    assert echoed == ["theirs"]
+
+
+def test_legacy_write_starts_the_response_with_the_id():
+    """PEP 3333's ``write()`` (an app below the extension that uses it): the response starts
+    at the first write, with the id echoed, and what was written comes first."""
+    seen = []
+
+    def writing_app(environ, start_response):
+        seen.append(get_request_context().request_id)
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"returned"]
+
+    app = Flask("writer")
+    app.wsgi_app = writing_app
+    ReqCtx(app)
+    sent = {}
+    chunks = []
+
+    def server_start_response(status, headers, exc_info=None):
+        sent["status"], sent["headers"] = status, dict(headers)
+        return chunks.append
+
+    body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}, server_start_response)
+    chunks.extend(body)
+    assert sent["status"] == "200 OK" and sent["headers"]["X-Request-ID"] == seen[0]
+    assert b"".join(chunks) == b"written returned"
+    assert stats()["live"] == 0
 
 
 def test_data_loader_replaces_or_extends():
