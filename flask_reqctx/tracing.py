@@ -73,7 +73,7 @@ class UnitRecord:
             self.outcome, self.error = probe(ref() if ref is not None else None)
         elif self.error is not None:  # a request whose view raised (Flask's got_request_exception)
             self.outcome = "raised"
-        else:  # a context's own unit returns; a job or coroutine does not say how it ended
+        else:  # a context's own unit returns; a resource without a probe does not say how it ended
             self.outcome = "returned" if self.root else "ended"
         self.end = end
 
