@@ -11,6 +11,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import gevent
+import gevent.threadpool
 import pytest
 from flask import Flask, jsonify
 from fresh_interpreter import run_in_fresh_interpreter
@@ -97,7 +98,7 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
         ("greenlet", "killed", None),
         ("greenlet", "never started", None),
         ("thread", "raised", "ValueError"),
-        ("thread", "ended", None),  # an executor job's callable does not say how it ended
+        ("thread", "returned", None),  # an executor job: read from its Future
     ]
     assert children[0]["site"] == f"{HERE}:{line_of('SITE-RETURNS')}"
     assert children[0]["function"].endswith("view") and children[0]["label"].endswith("returns")
@@ -105,7 +106,138 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
         children[4]["site"] == f"{HERE}:{line_of('SITE-THREAD')}" and children[4]["label"] == "raising-thread"
     )
     assert children[5]["site"] == f"{HERE}:{line_of('SITE-POOL')}"
+    assert children[5]["label"].endswith("returns")
     json.dumps(trace)  # JSON-serialisable as it is
+
+
+def outcomes_by_label(trace: dict) -> dict[str, tuple[str, str | None]]:
+    return {label: (u["outcome"], u["error"]) for label, u in by_label(trace).items()}
+
+
+def returns() -> int:
+    return 1
+
+
+def raises() -> None:
+    raise KeyError("expected by the test")
+
+
+def test_executor_jobs_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        def blocks(until: threading.Event) -> None:
+            until.wait(5)
+
+        def cancelled() -> None:
+            raise AssertionError("a cancelled job never runs")
+
+        release = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(returns).result() == 1
+            failed = pool.submit(raises)
+            with pytest.raises(KeyError):
+                failed.result()
+            blocked = pool.submit(blocks, release)  # the one worker is busy: the next job waits
+            never = pool.submit(cancelled)
+            assert never.cancel()
+            release.set()
+            blocked.result()
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "jobs-1"})
+    trace = finished_trace("jobs-1")
+    assert [u["kind"] for u in trace["units"][1:]] == ["thread"] * 4
+    assert outcomes_by_label(trace) == {
+        "returns": ("returned", None),
+        "raises": ("raised", "KeyError"),
+        "blocks": ("returned", None),
+        "cancelled": ("never started", None),
+    }
+    json.dumps(trace)
+
+
+def test_asyncio_tasks_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        async def returns() -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async def raises() -> None:
+            await asyncio.sleep(0)
+            raise KeyError("expected by the test")
+
+        async def sleeps() -> None:
+            await asyncio.sleep(5)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            done = loop.create_task(returns())
+            failed = asyncio.ensure_future(raises())
+            killed = asyncio.create_task(sleeps())
+            await asyncio.sleep(0)  # it has started: it sleeps
+            killed.cancel()
+            results = await asyncio.gather(done, failed, killed, return_exceptions=True)
+            assert results[0] == 1 and isinstance(results[1], KeyError)
+            assert isinstance(results[2], asyncio.CancelledError)
+
+        asyncio.run(main())
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "tasks-1"})
+    trace = finished_trace("tasks-1")
+    assert {u["kind"] for u in trace["units"][1:]} == {"task"}
+    outcomes = outcomes_by_label(trace)
+    assert outcomes["returns"] == ("returned", None) and outcomes["main"] == ("returned", None)
+    assert outcomes["raises"] == ("raised", "KeyError")
+    assert outcomes["sleeps"] == ("killed", None)
+
+
+def test_an_unretrieved_task_exception_is_still_reported_by_asyncio():
+    traced_app()  # tracing on: reading a task's outcome must not mark its exception retrieved
+    reported: list[str] = []
+
+    async def raises() -> None:
+        raise KeyError("expected by the test")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, info: reported.append(info["message"]))
+        asyncio.ensure_future(raises())  # noqa: RUF006 (dropped on purpose)
+        await asyncio.sleep(0.01)
+        gc.collect()  # the finished task, never asked for its result, is freed: asyncio reports it
+
+    with create_request_context(request_id="unretrieved-1"):
+        asyncio.run(main())
+    assert any("never retrieved" in message for message in reported), reported
+    trace = next(t for t in tracing.finished() if t["request_id"] == "unretrieved-1")
+    assert outcomes_by_label(trace)["raises"] == ("raised", "KeyError")
+
+
+def test_gevent_thread_pool_jobs_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        pool = gevent.get_hub().threadpool
+        assert pool.spawn(returns).get() == 1
+        with pytest.raises(KeyError):
+            pool.spawn(raises).get()
+        with gevent.threadpool.ThreadPoolExecutor(1) as executor:
+            assert executor.submit(returns).result() == 1
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "gevent-pool-1"})
+    trace = finished_trace("gevent-pool-1")
+    units = trace["units"][1:]
+    assert [(u["label"].split(".")[-1], u["outcome"], u["error"]) for u in units] == [
+        ("returns", "returned", None),
+        ("raises", "raised", "KeyError"),
+        ("returns", "returned", None),
+    ]
 
 
 def test_a_view_that_raises_is_recorded_as_raised():
