@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 from .otel import SpanIds, current_span
 from .pooled import pooled
@@ -188,6 +189,14 @@ class TraceContext:
 
     def __repr__(self) -> str:
         return f"<TraceContext {self.trace_id} parent={self.parent_id} flags={self.flags}>"
+
+    def __call__(self) -> dict[str, Any] | None:
+        """``ctx.trace()``: the execution trace of the context this is the W3C trace of, as
+        ``ctx.execution_trace()`` gives it; None when not recorded (or that context is gone).
+        A debugging call: it looks the context up among the traced ones."""
+        from .tracing import trace_of  # here: tracing imports the module that imports this one
+
+        return trace_of(self)
 
 
 def start_trace() -> TraceContext:

@@ -330,6 +330,51 @@ def test_asyncio_tasks_and_contexts_made_outside_flask_are_recorded():
     assert trace["units"][1]["outcome"] == "returned"
 
 
+def test_ctx_trace_called_is_the_execution_trace():
+    app = traced_app()
+    held: dict = {}
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    @app.get("/")
+    def view():
+        ctx = held["ctx"] = get_request_context()
+        gevent.spawn(gevent.sleep, 0).join()
+        called, method = ctx.trace(), ctx.execution_trace()
+        assert called["age_ms"] <= method["age_ms"]  # the only field that moves while live
+        assert called | {"age_ms": None} == method | {"age_ms": None} and called["live"] is True
+        json.dumps(called)
+        return ctx.trace.trace_id
+
+    response = app.test_client().get("/", headers={"X-Request-ID": "called-1", "traceparent": incoming})
+    ctx = held.pop("ctx")
+    assert response.text == ctx.trace.trace_id == "0af7651916cd43dd8448eb211c80319c"  # still the W3C trace
+    assert ctx.trace() == ctx.execution_trace() == finished_trace("called-1")
+    assert ctx.trace()["live"] is False and len(ctx.trace()["units"]) == 2
+    json.dumps(ctx.trace())
+
+
+def test_ctx_trace_called_is_none_when_not_recorded():
+    app = Flask("untraced-call")
+    ReqCtx(app)
+
+    @app.get("/")
+    def view():
+        ctx = get_request_context()
+        return jsonify(trace=ctx.trace(), trace_id=ctx.trace.trace_id)
+
+    body = app.test_client().get("/").get_json()
+    assert body["trace"] is None and len(body["trace_id"]) == 32
+    script = (
+        "import flask, flask_reqctx\n"
+        "app = flask.Flask('x'); flask_reqctx.ReqCtx(app)\n"
+        "app.add_url_rule('/', 'v', lambda: {'trace': flask_reqctx.get_request_context().trace()})\n"
+        "assert app.test_client().get('/').get_json() == {'trace': None}\n"
+        "with flask_reqctx.create_request_context() as ctx:\n"
+        "    assert ctx.trace() is None and len(ctx.trace.trace_id) == 32\n"
+    )
+    run_in_fresh_interpreter(script)
+
+
 def test_untraced_apps_record_nothing():
     app = Flask("untraced")
     ReqCtx(app)
