@@ -99,14 +99,26 @@ _set_context = current_context.set
 _set_unit = current_unit.set
 
 
-def open_unit(kind: str, context: RequestContext, resource: Any, trigger_eid: int) -> Unit:
-    """Register a unit holding ``context`` and fire init."""
+def open_unit(
+    kind: str, context: RequestContext, resource: Any, trigger_eid: int, *, init: bool = True
+) -> Unit:
+    """Register a unit holding ``context`` and fire init (with ``init=False``: see :func:`announce`)."""
     unit = Unit(kind, trigger_eid, context)
     unit.open = True
     count_opened()
-    if hooks.lifecycle_hooks:
+    if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
+
+
+def announce(unit: Unit, resource: Any) -> None:
+    """Fire the init of a unit opened with ``init=False``, now that ``resource`` exists.
+
+    For units whose resource is made by the call that schedules them (an executor's Future,
+    an asyncio Task): init gets it, as Node's does.  Call it before the unit's code can run
+    and before it can end (see :mod:`flask_reqctx.patches.jobs` for pools)."""
+    if hooks.lifecycle_hooks:
+        hooks.emit_init(unit.eid, unit.kind, unit.trigger_eid, resource)
 
 
 def current() -> Unit:
@@ -159,20 +171,22 @@ def end_request_hooked(context: RequestContext, sender: Any) -> None:
     signals.send_destroyed(sender, context)
 
 
-def open_child(kind: str, resource: Any) -> tuple[Unit, Context] | None:
+def open_child(kind: str, resource: Any, *, init: bool = True) -> tuple[Unit, Context] | None:
     """At creation of a child unit: a unit inheriting the current context, and a fresh
     :class:`contextvars.Context` holding it for the child to run in; ``None`` when there
-    is no context to inherit (the child then costs nothing more)."""
+    is no context to inherit (the child then costs nothing more).  With ``init=False`` its
+    init waits for :func:`announce`."""
     context = current_context.get()
     if context is None:
         return None
-    child_vars = child_context(context, kind, resource)
+    child_vars = child_context(context, kind, resource, init=init)
     return cast(Unit, child_vars[current_unit]), child_vars
 
 
-def child_context(context: RequestContext, kind: str, resource: Any) -> Context:
-    """A child unit of the current one, which holds ``context``, registered (init fires);
-    returned as the :class:`contextvars.Context` the child runs in, which holds it.
+def child_context(context: RequestContext, kind: str, resource: Any, *, init: bool = True) -> Context:
+    """A child unit of the current one, which holds ``context``, registered (init fires,
+    unless ``init=False``: then :func:`announce` fires it); returned as the
+    :class:`contextvars.Context` the child runs in, which holds it.
 
     Only our two variables are carried: Flask's own request context is not (``flask.request``
     in a child that outlives its request would read a torn-down request).
@@ -189,7 +203,7 @@ def child_context(context: RequestContext, kind: str, resource: Any) -> Context:
     unit.restore = unit.template = None
     unit.open = True
     count_opened()
-    if hooks.lifecycle_hooks:
+    if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     # A copy of a Context holding the request context, kept by the parent for its next
     # children, is cheaper than a fresh one.  Never kept by the unit of a request that has

@@ -28,6 +28,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from .otel import OTEL_TRACE_MODULE, SpanIds, current_span
 from .pooled import pooled
@@ -189,6 +190,14 @@ class TraceContext:
 
     def __repr__(self) -> str:
         return f"<TraceContext {self.trace_id} parent={self.parent_id} flags={self.flags}>"
+
+    def __call__(self) -> dict[str, Any] | None:
+        """``ctx.trace()``: the execution trace of the context this is the W3C trace of, as
+        ``ctx.execution_trace()`` gives it; None when not recorded (or that context is gone).
+        A debugging call: it looks the context up among the traced ones."""
+        from .tracing import trace_of  # here: tracing imports the module that imports this one
+
+        return trace_of(self)
 
 
 _modules = sys.modules

@@ -28,6 +28,7 @@ from flask import Flask, got_request_exception, request, request_finished
 from . import context as context_module
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
+from .tracecontext import TraceContext
 from .unitinfo import Probe, creation_site, describe, install_thread_excepthook, site_text
 
 __all__ = ["finished", "live", "to_chrome_trace", "trace"]
@@ -73,7 +74,7 @@ class UnitRecord:
             self.outcome, self.error = probe(ref() if ref is not None else None)
         elif self.error is not None:  # a request whose view raised (Flask's got_request_exception)
             self.outcome = "raised"
-        else:  # a context's own unit returns; a job or coroutine does not say how it ended
+        else:  # a context's own unit returns; a resource without a probe does not say how it ended
             self.outcome = "returned" if self.root else "ended"
         self.end = end
 
@@ -331,7 +332,7 @@ def trace(context: RequestContext | None = None) -> dict[str, Any] | None:
     """The recorded execution tree of ``context`` (default: the current one) as JSON-ready data.
 
     None when it was not recorded (tracing off, another app's context) or has left the ring.
-    ``RequestContext.execution_trace()`` is the same call.
+    ``RequestContext.execution_trace()`` is the same call, and so is ``ctx.trace()``.
     """
     if context is None:
         context = get_request_context()
@@ -341,6 +342,16 @@ def trace(context: RequestContext | None = None) -> dict[str, Any] | None:
     if found is None or found.context is not context:
         found = next((t for t in reversed(_finished) if t.context_ref() is context), None)
     return found.as_dict() if found is not None else None
+
+
+def trace_of(trace_context: TraceContext) -> dict[str, Any] | None:
+    """:func:`trace` of the traced context whose W3C trace is ``trace_context`` (``ctx.trace()``),
+    found by a scan of the live traces and the ring; None when there is none."""
+    for found in [*_live.values(), *reversed(_finished)]:
+        context = found.context_ref()
+        if context is not None and context._trace is trace_context:
+            return trace(context)
+    return None
 
 
 def live() -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """What a trace says about one execution unit: where it was created, what it runs, how it ended.
 
 Everything here is read from the objects the init hook hands over (the greenlet, thread,
-submitted job or coroutine), cheaply: the creation site is one frame (the first one outside
-flask_reqctx, gevent, threading, concurrent.futures and asyncio), never a stack; outcomes are
-read at destroy from a weak reference, so a trace never keeps a finished unit's object alive.
+an executor job's Future, a gevent thread pool job's AsyncResult or an asyncio Task),
+cheaply: the creation site is one frame (the first one outside flask_reqctx, gevent,
+threading, concurrent.futures and asyncio), never a stack; outcomes are read at destroy from
+a weak reference, so a trace never keeps a finished unit's object alive.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from types import CodeType, FrameType
 from typing import Any
+from weakref import WeakKeyDictionary
 
-__all__ = ["OUTCOMES", "Probe", "creation_site", "describe", "install_thread_excepthook"]
+__all__ = ["OUTCOMES", "Probe", "creation_site", "describe", "install_thread_excepthook", "note_job"]
 
-#: How a unit ended.  "ended" and "collected" say what we could not know: an executor job or a
-#: coroutine tells nothing once finished; a greenlet gone before its destroy cannot be asked.
+#: How a unit ended.  "ended" and "collected" say what we could not know: a resource that tells
+#: nothing once finished (a task factory's own kind of object); one gone before its destroy.
 OUTCOMES = ("returned", "raised", "killed", "never started", "ended", "collected", "alive")
 
 #: Attribute a traced thread carries so the excepthook can mark it raised.
@@ -119,6 +121,16 @@ def _thread_outcome(thread: Any) -> tuple[str, str | None]:
     return ("raised", error) if error is not None else ("returned", None)
 
 
+#: What a pool job runs, where its resource (a Future, an AsyncResult) does not say: its label,
+#: noted at submit while hooks are enabled, taken by describe(); weak keys, so nothing is kept.
+_job_labels: WeakKeyDictionary[Any, str | None] = WeakKeyDictionary()
+
+
+def note_job(resource: Any, fn: Any) -> None:
+    """Record that the job whose submit returned ``resource`` runs ``fn`` (for its label)."""
+    _job_labels[resource] = _qualname(fn) or _qualname(type(fn))
+
+
 def _future_outcome(future: Any) -> tuple[str, str | None]:
     if future is None:
         return "collected", None
@@ -127,6 +139,28 @@ def _future_outcome(future: Any) -> tuple[str, str | None]:
     if not future.done():
         return "ended", None
     error = future.exception()
+    return ("raised", type(error).__name__) if error is not None else ("returned", None)
+
+
+def _task_outcome(task: Any) -> tuple[str, str | None]:
+    if task is None:
+        return "collected", None
+    if task.cancelled():  # whether it had started, a finished task does not say cheaply
+        return "killed", None
+    if not task.done():
+        return "ended", None
+    # Not task.exception(): that marks it retrieved and silences asyncio's "never retrieved" log.
+    error = getattr(task, "_exception", None)
+    return ("raised", type(error).__name__) if error is not None else ("returned", None)
+
+
+def _result_outcome(result: Any) -> tuple[str, str | None]:
+    """A gevent ``AsyncResult`` (a thread pool job's): read once delivered."""
+    if result is None:
+        return "collected", None
+    if not result.ready():
+        return "ended", None
+    error = result.exception
     return ("raised", type(error).__name__) if error is not None else ("returned", None)
 
 
@@ -141,7 +175,14 @@ def describe(kind: str, resource: Any) -> tuple[str | None, weakref.ref[Any] | N
         return resource.name, weakref.ref(resource), _thread_outcome
     futures = sys.modules.get("concurrent.futures")
     if futures is not None and isinstance(resource, futures.Future):
-        return None, weakref.ref(resource), _future_outcome
+        return _job_labels.pop(resource, None), weakref.ref(resource), _future_outcome
+    aio = sys.modules.get("asyncio")
+    if aio is not None and isinstance(resource, aio.Future):  # a Task, or a task factory's future
+        get_coro = getattr(resource, "get_coro", None)
+        return _qualname(get_coro()) if get_coro is not None else None, weakref.ref(resource), _task_outcome
+    event = sys.modules.get("gevent.event")
+    if event is not None and isinstance(resource, event.AsyncResult):
+        return _job_labels.pop(resource, None), weakref.ref(resource), _result_outcome
     if kind == "task":
         return _qualname(resource), None, None
     return _qualname(resource) or _qualname(type(resource)), None, None

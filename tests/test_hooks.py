@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
+import time
 
 import gevent
 import pytest
@@ -167,3 +171,98 @@ def test_a_request_is_triggered_by_the_unit_that_serves_it(app, client):
     server_eid, seen = gevent.spawn(serve_two).get()
     assert [s["trigger"] for s in seen] == [server_eid, server_eid]
     assert seen[0]["eid"] != seen[1]["eid"] and server_eid not in (seen[0]["eid"], seen[1]["eid"])
+
+
+class ResourceRecorder:
+    """Records init resources and, in ``order``, inits against the jobs' own first lines."""
+
+    def __init__(self, slow_init: float = 0.0):
+        self.resources: dict[int, object] = {}
+        self.order: list[str] = []
+        self.slow_init = slow_init
+        self.hook = create_hook(init=self.init, destroy=lambda eid: None)
+
+    def init(self, eid, kind, trigger, resource):
+        if kind in ("thread", "task"):
+            time.sleep(self.slow_init)  # a worker not held back would run the job meanwhile
+            self.resources[eid] = resource
+            self.order.append(f"init {kind}")
+
+    def job(self, name: str) -> int:
+        self.order.append(f"run {name}")
+        return execution_id()
+
+
+@pytest.fixture
+def resources():
+    rec = ResourceRecorder(slow_init=0.05)
+    rec.hook.enable()
+    yield rec
+    rec.hook.disable()
+
+
+def pool_of(kind: str, stack: contextlib.ExitStack):
+    """``(submit, wait)`` for a pool of one worker of ``kind``."""
+    if kind == "executor":
+        executor = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1))
+        return executor.submit, lambda future: future.result()
+    return gevent.get_hub().threadpool.spawn, lambda result: result.get()
+
+
+@pytest.mark.parametrize("kind", ["executor", "gevent thread pool"])
+def test_a_pool_jobs_init_gets_what_submit_returns_before_the_job_runs(app, client, resources, kind):
+    seen = {}
+
+    @app.get("/")
+    def index():
+        with contextlib.ExitStack() as stack:
+            submit, wait = pool_of(kind, stack)
+            wait(submit(int))  # its worker is started and idle: it takes the next job at once
+            resources.order.clear()
+            handle = submit(resources.job, "job")  # a Future; gevent's: an AsyncResult
+            seen["eid"], seen["handle"] = wait(handle), handle
+        return "ok"
+
+    client.get("/")
+    assert resources.resources[seen["eid"]] is seen["handle"]
+    assert resources.order == ["init thread", "run job"]
+
+
+def test_a_tasks_init_gets_the_task_before_its_coroutine_runs(app, client, resources):
+    seen = {}
+
+    async def job() -> int:
+        return resources.job("task")
+
+    async def main() -> None:
+        resources.order.clear()
+        task = asyncio.get_running_loop().create_task(job())
+        seen["eid"], seen["task"] = await task, task
+
+    @app.get("/")
+    def index():
+        asyncio.run(main())
+        return "ok"
+
+    client.get("/")
+    assert resources.resources[seen["eid"]] is seen["task"]
+    assert resources.order[:2] == ["init task", "run task"]  # (asyncio.run's shutdown makes tasks after)
+
+
+def test_a_raising_init_hook_does_not_hold_a_job_back(app, client):
+    def boom(eid, kind, trigger, resource):
+        raise RuntimeError("hook bug")
+
+    hook = create_hook(init=boom).enable()
+    try:
+
+        @app.get("/")
+        def index():
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                value = pool.submit(lambda: get_request_context().request_id).result(timeout=5)
+            return value + "/" + gevent.get_hub().threadpool.spawn(lambda: "pool").get(timeout=5)
+
+        response = client.get("/", headers={"X-Request-ID": "not-held"})
+    finally:
+        hook.disable()
+    assert response.text == "not-held/pool"

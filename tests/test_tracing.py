@@ -11,6 +11,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import gevent
+import gevent.threadpool
 import pytest
 from flask import Flask, jsonify
 from fresh_interpreter import run_in_fresh_interpreter
@@ -97,7 +98,7 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
         ("greenlet", "killed", None),
         ("greenlet", "never started", None),
         ("thread", "raised", "ValueError"),
-        ("thread", "ended", None),  # an executor job's callable does not say how it ended
+        ("thread", "returned", None),  # an executor job: read from its Future
     ]
     assert children[0]["site"] == f"{HERE}:{line_of('SITE-RETURNS')}"
     assert children[0]["function"].endswith("view") and children[0]["label"].endswith("returns")
@@ -105,7 +106,138 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
         children[4]["site"] == f"{HERE}:{line_of('SITE-THREAD')}" and children[4]["label"] == "raising-thread"
     )
     assert children[5]["site"] == f"{HERE}:{line_of('SITE-POOL')}"
+    assert children[5]["label"].endswith("returns")
     json.dumps(trace)  # JSON-serialisable as it is
+
+
+def outcomes_by_label(trace: dict) -> dict[str, tuple[str, str | None]]:
+    return {label: (u["outcome"], u["error"]) for label, u in by_label(trace).items()}
+
+
+def returns() -> int:
+    return 1
+
+
+def raises() -> None:
+    raise KeyError("expected by the test")
+
+
+def test_executor_jobs_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        def blocks(until: threading.Event) -> None:
+            until.wait(5)
+
+        def cancelled() -> None:
+            raise AssertionError("a cancelled job never runs")
+
+        release = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(returns).result() == 1
+            failed = pool.submit(raises)
+            with pytest.raises(KeyError):
+                failed.result()
+            blocked = pool.submit(blocks, release)  # the one worker is busy: the next job waits
+            never = pool.submit(cancelled)
+            assert never.cancel()
+            release.set()
+            blocked.result()
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "jobs-1"})
+    trace = finished_trace("jobs-1")
+    assert [u["kind"] for u in trace["units"][1:]] == ["thread"] * 4
+    assert outcomes_by_label(trace) == {
+        "returns": ("returned", None),
+        "raises": ("raised", "KeyError"),
+        "blocks": ("returned", None),
+        "cancelled": ("never started", None),
+    }
+    json.dumps(trace)
+
+
+def test_asyncio_tasks_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        async def returns() -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async def raises() -> None:
+            await asyncio.sleep(0)
+            raise KeyError("expected by the test")
+
+        async def sleeps() -> None:
+            await asyncio.sleep(5)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            done = loop.create_task(returns())
+            failed = asyncio.ensure_future(raises())
+            killed = asyncio.create_task(sleeps())
+            await asyncio.sleep(0)  # it has started: it sleeps
+            killed.cancel()
+            results = await asyncio.gather(done, failed, killed, return_exceptions=True)
+            assert results[0] == 1 and isinstance(results[1], KeyError)
+            assert isinstance(results[2], asyncio.CancelledError)
+
+        asyncio.run(main())
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "tasks-1"})
+    trace = finished_trace("tasks-1")
+    assert {u["kind"] for u in trace["units"][1:]} == {"task"}
+    outcomes = outcomes_by_label(trace)
+    assert outcomes["returns"] == ("returned", None) and outcomes["main"] == ("returned", None)
+    assert outcomes["raises"] == ("raised", "KeyError")
+    assert outcomes["sleeps"] == ("killed", None)
+
+
+def test_an_unretrieved_task_exception_is_still_reported_by_asyncio():
+    traced_app()  # tracing on: reading a task's outcome must not mark its exception retrieved
+    reported: list[str] = []
+
+    async def raises() -> None:
+        raise KeyError("expected by the test")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, info: reported.append(info["message"]))
+        asyncio.ensure_future(raises())  # noqa: RUF006 (dropped on purpose)
+        await asyncio.sleep(0.01)
+        gc.collect()  # the finished task, never asked for its result, is freed: asyncio reports it
+
+    with create_request_context(request_id="unretrieved-1"):
+        asyncio.run(main())
+    assert any("never retrieved" in message for message in reported), reported
+    trace = next(t for t in tracing.finished() if t["request_id"] == "unretrieved-1")
+    assert outcomes_by_label(trace)["raises"] == ("raised", "KeyError")
+
+
+def test_gevent_thread_pool_jobs_record_how_they_ended():
+    app = traced_app()
+
+    @app.get("/")
+    def view():
+        pool = gevent.get_hub().threadpool
+        assert pool.spawn(returns).get() == 1
+        with pytest.raises(KeyError):
+            pool.spawn(raises).get()
+        with gevent.threadpool.ThreadPoolExecutor(1) as executor:
+            assert executor.submit(returns).result() == 1
+        return "ok"
+
+    app.test_client().get("/", headers={"X-Request-ID": "gevent-pool-1"})
+    trace = finished_trace("gevent-pool-1")
+    units = trace["units"][1:]
+    assert [(u["label"].split(".")[-1], u["outcome"], u["error"]) for u in units] == [
+        ("returns", "returned", None),
+        ("raises", "raised", "KeyError"),
+        ("returns", "returned", None),
+    ]
 
 
 def test_a_view_that_raises_is_recorded_as_raised():
@@ -196,6 +328,51 @@ def test_asyncio_tasks_and_contexts_made_outside_flask_are_recorded():
     kinds = [u["kind"] for u in trace["units"]]
     assert kinds[0] == "request" and kinds[1] == "thread" and kinds.count("task") >= 4  # main + 3 work
     assert trace["units"][1]["outcome"] == "returned"
+
+
+def test_ctx_trace_called_is_the_execution_trace():
+    app = traced_app()
+    held: dict = {}
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    @app.get("/")
+    def view():
+        ctx = held["ctx"] = get_request_context()
+        gevent.spawn(gevent.sleep, 0).join()
+        called, method = ctx.trace(), ctx.execution_trace()
+        assert called["age_ms"] <= method["age_ms"]  # the only field that moves while live
+        assert called | {"age_ms": None} == method | {"age_ms": None} and called["live"] is True
+        json.dumps(called)
+        return ctx.trace.trace_id
+
+    response = app.test_client().get("/", headers={"X-Request-ID": "called-1", "traceparent": incoming})
+    ctx = held.pop("ctx")
+    assert response.text == ctx.trace.trace_id == "0af7651916cd43dd8448eb211c80319c"  # still the W3C trace
+    assert ctx.trace() == ctx.execution_trace() == finished_trace("called-1")
+    assert ctx.trace()["live"] is False and len(ctx.trace()["units"]) == 2
+    json.dumps(ctx.trace())
+
+
+def test_ctx_trace_called_is_none_when_not_recorded():
+    app = Flask("untraced-call")
+    ReqCtx(app)
+
+    @app.get("/")
+    def view():
+        ctx = get_request_context()
+        return jsonify(trace=ctx.trace(), trace_id=ctx.trace.trace_id)
+
+    body = app.test_client().get("/").get_json()
+    assert body["trace"] is None and len(body["trace_id"]) == 32
+    script = (
+        "import flask, flask_reqctx\n"
+        "app = flask.Flask('x'); flask_reqctx.ReqCtx(app)\n"
+        "app.add_url_rule('/', 'v', lambda: {'trace': flask_reqctx.get_request_context().trace()})\n"
+        "assert app.test_client().get('/').get_json() == {'trace': None}\n"
+        "with flask_reqctx.create_request_context() as ctx:\n"
+        "    assert ctx.trace() is None and len(ctx.trace.trace_id) == 32\n"
+    )
+    run_in_fresh_interpreter(script)
 
 
 def test_untraced_apps_record_nothing():

@@ -2,9 +2,11 @@
 
 Tasks copy their creator's ``contextvars`` already, so the request context reaches them
 without help; what ``BaseEventLoop.create_task`` adds is the task's own unit (its
-``execution_id()``, init and destroy).  A task factory set with ``loop.set_task_factory``
-is called exactly as asyncio calls it: with ``context=`` only when the caller passed one,
-so old-style two-argument factories keep working.
+``execution_id()``, init and destroy).  Its init gets the Task, once made (the task cannot
+run before ``create_task`` returns); its destroy is the Task's done callback.  A task
+factory set with ``loop.set_task_factory`` is called exactly as asyncio calls it: with
+``context=`` only when the caller passed one, so old-style two-argument factories keep
+working.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextvars import Context, copy_context
 from typing import Any
 
 from ..context import current_context, current_unit
-from ..registry import current, open_unit
+from ..registry import announce, current, open_unit
 
 __all__ = ["install"]
 
@@ -31,7 +33,7 @@ def install() -> None:
             return original_create_task(self, coro, name=name, context=context)
         task_vars = copy_context() if context is None else context  # a given context is the task's own
         parent = task_vars.run(current)
-        unit = open_unit("task", request_context, coro, parent.eid)
+        unit = open_unit("task", request_context, None, parent.eid, init=False)
         try:
             task_vars.run(current_unit.set, unit)
             if context is None:  # the task (or the factory) copies the context current now
@@ -39,8 +41,11 @@ def install() -> None:
             else:
                 task = original_create_task(self, coro, name=name, context=task_vars)
         except BaseException:
+            announce(unit, coro)  # no Task was made: init gets what it would have run
             unit.end()
             raise
+        # Init gets the Task: it cannot have run yet (its first step is only scheduled).
+        announce(unit, task)
         task.add_done_callback(unit.end)
         return task
 

@@ -13,7 +13,9 @@ Patched names: ``gevent.Greenlet``/``spawn``/``spawn_later``, the greenlet class
 (``apply_async`` on a full pool, ``map``, ``map_async``, ``imap``, ``imap_unordered``);
 ``gevent.threadpool.ThreadPool.spawn`` (the hub's thread pool, ``apply``, and
 ``gevent.threadpool.ThreadPoolExecutor``): each job runs in its submitter's context and
-the pool's thread holds none between jobs.
+the pool's thread holds none between jobs; the job's init gets the ``AsyncResult`` that
+``spawn`` returns (the one a ``ThreadPoolExecutor`` future wraps), and its destroy fires
+when that result is delivered (see :mod:`.jobs`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ import gevent
 import gevent.greenlet
 import gevent.pool
 import gevent.threadpool
+from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import Unit, child_context, close_request_context, count_ended, open_child, run_in
+from ..registry import child_context, close_request_context, count_ended, open_child, run_in
+from .jobs import abandon, announce_job, wait_for
 
 __all__ = ["install"]
 
 get_context = current_context.get
 get_unit = current_unit.get
+_native_lock: Any = get_original("_thread", "allocate_lock")
 
 
 #: The modules patched, as plain objects: their names are rebound here.
@@ -167,33 +172,43 @@ def _install_threadpool() -> None:
 
     @functools.wraps(original_spawn)
     def spawn(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-        child = open_child("thread", func)
+        child = open_child("thread", None, init=False)  # init gets the AsyncResult, once it exists
         if child is None:
             return original_spawn(self, func, *args, **kwargs)
+        unit, job_vars = child
+        gate = None
+        if hooks.lifecycle_hooks:  # a pool thread may start the job at once: it waits for the init
+            gate = _native_lock()  # the pool's threads are real ones, also under monkey-patching
+            gate.acquire()
         try:
-            return original_spawn(self, _JobInContext(func, *child), *args, **kwargs)
+            result = original_spawn(self, _JobInContext(func, job_vars, gate), *args, **kwargs)
         except BaseException:
-            child[0].end()
+            abandon(unit, gate, func)
             raise
+        if gate is not None:
+            announce_job(unit, gate, result, func)
+        # Its destroy: once the result is delivered, in this thread (where its links run), so
+        # the outcome can be read from it; the first link, so it precedes any waiter's wake-up.
+        result.rawlink(unit.end)
+        return result
 
     ThreadPool.spawn = spawn
 
 
 class _JobInContext:
-    """A thread pool job run in its submitter's context in the pool's thread, ending its
-    unit when done.  Equal to, and hashed as, the function itself, as gevent's own
-    ``_before_run_task``/``_after_run_task`` hooks (and their users) see it."""
+    """A thread pool job run in its submitter's context in the pool's thread (after its
+    init, when given a ``gate``).  Equal to, and hashed as, the function itself, as gevent's
+    own ``_before_run_task``/``_after_run_task`` hooks (and their users) see it."""
 
-    __slots__ = ("func", "job_vars", "unit")
+    __slots__ = ("func", "gate", "job_vars")
 
-    def __init__(self, func: Any, unit: Unit, job_vars: Context) -> None:
-        self.func, self.unit, self.job_vars = func, unit, job_vars
+    def __init__(self, func: Any, job_vars: Context, gate: Any) -> None:
+        self.func, self.job_vars, self.gate = func, job_vars, gate
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.job_vars.run(self.func, *args, **kwargs)
-        finally:
-            self.unit.end()
+        if self.gate is not None:
+            wait_for(self.gate)
+        return self.job_vars.run(self.func, *args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
         return bool(self.func == other)

@@ -4,7 +4,8 @@
   starter) and ``Thread._bootstrap_inner`` runs the thread in them, then ends its unit.
 * ``concurrent.futures.ThreadPoolExecutor.submit``: each job runs in its submitter's
   context; the pooled worker itself holds none between jobs, also when this very submit
-  starts it.
+  starts it.  The job's init gets its Future, and its destroy is the Future's done callback
+  (see :mod:`.jobs`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import threading
 from contextvars import Context
 from typing import Any
 
+from .. import hooks
 from ..registry import Unit, open_child
+from .jobs import Gated, abandon, announce_job
 
 __all__ = ["install"]
 
@@ -65,20 +68,28 @@ def _install_executor() -> None:
 
     @functools.wraps(original_submit)
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        child = open_child("thread", fn)
+        child = open_child("thread", None, init=False)  # init gets the Future, once it exists
         if child is None:
             plain: concurrent.futures.Future[Any] = original_submit(self, fn, *args, **kwargs)
             return plain
         unit, child_vars = child
+        job: Any = child_vars.run
+        gate = None
+        if hooks.lifecycle_hooks:  # the worker may start the job at once: it waits for the init
+            gate = threading.Lock()
+            gate.acquire()
+            job = Gated(gate, job)
         try:
             # Submitted from a blank context: a worker thread this submit starts must not
             # inherit the context (it serves later jobs of other requests).
             future: concurrent.futures.Future[Any] = Context().run(
-                original_submit, self, child_vars.run, fn, *args, **kwargs
+                original_submit, self, job, fn, *args, **kwargs
             )
         except BaseException:
-            unit.end()
+            abandon(unit, gate, fn)
             raise
+        if gate is not None:
+            announce_job(unit, gate, future, fn)
         future.add_done_callback(unit.end)  # also on cancellation, and on shutdown
         return future
 
