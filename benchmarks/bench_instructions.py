@@ -3,11 +3,12 @@
 Timings on a shared 2-vCPU VM wander by +-10 % from minute to minute; machine
 instructions counted by ``valgrind --tool=callgrind`` do not.  Each (variant, shape) of
 ``variants.py`` runs in a fresh interpreter under callgrind: build the app, 200 warm-up
-requests (uninstrumented: ``--instr-atstart=no``, then ``callgrind_control -i on``), then N
-requests between two marker calls (``os.getppid()`` zeroes the counters, ``os.getpgrp()``
-dumps them), so the count is the requests' alone.  Without ``callgrind_control`` or the
-interpreter's symbols (the markers never match) it falls back to whole-process counts of
-two runs, with 0 and N requests, and their difference.  Ratios are against the bare app
+requests, then N requests between two marker calls (``os.getppid()`` zeroes the counters,
+``os.getpgrp()`` dumps them), so the count is the requests' alone.  The whole process is
+instrumented: turning instrumentation on late with ``callgrind_control`` is faster but races
+with the marker when the machine is busy (and then counts a few warm-up requests too).
+Without the interpreter's symbols (the markers never match) it falls back to whole-process
+counts of two runs, with 0 and N requests, and their difference.  Ratios are against the bare app
 of the same shape, measured in the same invocation.  Skipped (with a note) when valgrind is not installed.
 
 Also printed for the fan-out shape: the frames gevent's ``spawning_stack`` capture records
@@ -46,14 +47,11 @@ def requests_for(shape: str, quick: bool) -> int:
     return 300 if quick else 1000
 
 
-def callgrind(variant: str, shape: str, n: int, out: str, fast: bool) -> int:
-    """Instructions of the ``n`` marked requests (``fast``: instrumented only after the
-    warm-up), else of the whole process (negative); 0 when the markers matched nothing."""
+def callgrind(variant: str, shape: str, n: int, out: str) -> int:
+    """Instructions of the ``n`` marked requests, else (the markers matched nothing) of the
+    whole process, negative."""
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0", **variant_env(variant))
     options = ["--zero-before=os_getppid", "--dump-before=os_getpgrp"]
-    if fast:
-        options.append("--instr-atstart=no")
-        env["BENCH_CALLGRIND_CONTROL"] = "1"
     proc = subprocess.run(
         [
             "valgrind",
@@ -75,23 +73,17 @@ def callgrind(variant: str, shape: str, n: int, out: str, fast: bool) -> int:
     if os.path.exists(out + ".1"):  # the marker dump: the n requests only
         with open(out + ".1") as f:
             return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
-    if fast:
-        return 0
     return -int(re.search(r"Collected : (\d+)", proc.stderr).group(1))
 
 
 def per_request(variant: str, shape: str, n: int, outdir: str) -> float:
     """Instructions one request of ``variant``/``shape`` costs."""
     out = os.path.join(outdir, f"{variant}-{shape}.out")
-    if shutil.which("callgrind_control"):
-        count = callgrind(variant, shape, n, out, fast=True)
-        if count > 0:
-            return count / n
-    # No callgrind_control, or no symbols for the markers: whole processes, n requests minus none.
-    count = callgrind(variant, shape, n, out, fast=False)
+    count = callgrind(variant, shape, n, out)
     if count > 0:
         return count / n
-    empty = callgrind(variant, shape, 0, out + "-empty", fast=False)
+    # No symbols for the markers: whole processes, n requests minus none.
+    empty = callgrind(variant, shape, 0, out + "-empty")
     return (empty - count) / n
 
 

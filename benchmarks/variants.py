@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Iterable
 from contextvars import copy_context
 from typing import Any
@@ -296,18 +295,11 @@ WARMUP = 200
 
 
 def workload(variant: str, shape: str, n: str) -> None:
-    """The program callgrind measures: build the app, warm up, then ``n`` requests.
-
-    Started with ``--instr-atstart=no`` and ``BENCH_CALLGRIND_CONTROL=1``, it turns
-    callgrind's instrumentation on only after the warm-up (start-up at a fraction of the
-    cost); the two marker calls delimit the requests.
-    """
+    """The program callgrind measures: build the app, warm up, then ``n`` requests between
+    the two marker calls."""
     app = make_app(variant, shape)
     env = environ()
     run_requests(app, env, WARMUP)
-    if os.environ.get("BENCH_CALLGRIND_CONTROL"):
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True, check=False)
-        run_requests(app, env, 10)
     os.getppid()  # callgrind --zero-before=os_getppid: the count starts here ...
     run_requests(app, env, int(n))
     os.getpgrp()  # ... and --dump-before=os_getpgrp writes it out here

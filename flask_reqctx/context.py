@@ -7,11 +7,13 @@ Each greenlet, thread and asyncio task has its own :mod:`contextvars` context, s
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from .tracecontext import TraceContext, start_trace
+from .otel import OTEL_TRACE_MODULE
+from .tracecontext import TraceContext, start_trace, trace_ids
 
 if TYPE_CHECKING:
     from .registry import Unit
@@ -42,8 +44,10 @@ class RequestContext:
         self.request_id = request_id
         self._data = data if data is not None or load is not None else {}
         self._load: Any = load
-        #: W3C trace position; None until an incoming traceparent or the first ask.
-        self._trace: TraceContext | None = TraceContext(trace_id) if trace_id is not None else None
+        #: W3C trace position: a TraceContext; or just the trace id (a str) of a trace this
+        #: request started itself, while only its id was asked for (log lines); None until
+        #: an incoming traceparent or the first ask.
+        self._trace: TraceContext | str | None = trace_id
         #: The settings of the app that made it (outgoing header names); None outside Flask.
         self._origin: Any = None
         #: The unit of a request served by the middleware, made on first need (see registry).
@@ -57,12 +61,12 @@ class RequestContext:
         use (so a request that never logs or calls out never pays for a random id).
         """
         trace = self._trace
-        if trace is None:
-            trace = start_trace()
-            if self._trace is None:  # another greenlet/thread may have won the race
-                self._trace = trace
-            trace = self._trace
-        return trace
+        if isinstance(trace, TraceContext):
+            return trace
+        started = start_trace(trace)
+        if self._trace is trace:  # no call between test and store: one racing thread wins
+            self._trace = started
+        return self.trace
 
     @trace.setter
     def trace(self, value: TraceContext | None) -> None:
@@ -70,11 +74,20 @@ class RequestContext:
 
     @property
     def trace_id(self) -> str:
-        """The W3C trace id (32 hex): the caller's, or a new trace's (see :attr:`trace`)."""
+        """The W3C trace id (32 hex): the caller's, or a new trace's (see :attr:`trace`).
+
+        Every log line reads it (:class:`~flask_reqctx.logging.RequestIdFilter`): a trace
+        started for it is only its id until the whole :attr:`trace` is needed."""
         trace = self._trace
-        if trace is None:  # each log line reads it: once started, no second property frame
-            trace = self.trace
-        return trace.trace_id
+        if trace is None:
+            if OTEL_TRACE_MODULE in _modules:  # the current span's trace, if any
+                return self.trace.trace_id
+            trace = next(trace_ids)
+            if self._trace is None:  # no call between test and store: one racing thread wins
+                self._trace = trace
+                return trace
+            trace = self._trace
+        return trace if type(trace) is str else trace.trace_id  # type: ignore[union-attr]
 
     @trace_id.setter
     def trace_id(self, value: str | None) -> None:
@@ -102,7 +115,7 @@ class RequestContext:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "data": self.data}
         if self._trace is not None:  # only once the request has one: reading it here would start one
-            out["trace_id"] = self._trace.trace_id
+            out["trace_id"] = self.trace_id
         return out
 
     def execution_trace(self) -> dict[str, Any] | None:
@@ -113,6 +126,8 @@ class RequestContext:
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"
 
+
+_modules = sys.modules
 
 #: Reads a context's execution trace; set by :mod:`flask_reqctx.tracing` when recording starts.
 trace_reader: Callable[[RequestContext], dict[str, Any] | None] | None = None

@@ -32,8 +32,9 @@ from .ids import (
     is_valid_request_id,
     log_rejected,
     new_request_id,
+    request_ids,
 )
-from .registry import announce_request, count_ended, count_opened, end_request_hooked
+from .registry import announce_request, end_request_hooked, units_ended, units_opened
 from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
@@ -66,7 +67,9 @@ class _Settings:
         self.response_header: str | None = response_header or None
         #: The echo header's every upper/lower-case spelling: "did the app set it itself?" is
         #: then a set lookup per response header, not a ``str.lower()`` call.
-        self.response_spellings: Container[str] = spellings(self.response_header or "")
+        self.response_spellings: Container[str] | None = (
+            spellings(self.response_header) if self.response_header is not None else None
+        )
         outgoing_header = option("outgoing_header", plain)
         self.outgoing_header: str | None = outgoing_header or None
         self.trust_traceparent = bool(option("trust_traceparent", self.trust_incoming))
@@ -273,7 +276,11 @@ class _WsgiRequestContext(RequestContext):
     __init__ = object.__init__
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
-        return headers_data(environ, self._origin.redact) if environ is not None else {}
+        """The default data, from the environ; empty until a ``data=`` loader has run."""
+        settings = self._origin
+        if environ is None or settings.loader is not None:
+            return {}
+        return headers_data(environ, settings.redact)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         """The ``start_response`` the app sees: adds the id (unless the app set that header
@@ -281,10 +288,10 @@ class _WsgiRequestContext(RequestContext):
         if exc_info is not None and self._server_start_response is None:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
         settings = self._origin
-        if settings.response_header is not None:
-            spelled = settings.response_spellings
-            for key, _ in headers:  # a plain loop: cheaper than map(), a dict or str.lower()
-                if key in spelled:
+        spelled = settings.response_spellings
+        if spelled is not None:
+            for header in headers:  # a plain loop: cheaper than map(), a dict or str.lower()
+                if header[0] in spelled:
                     break
             else:
                 headers.append((settings.response_header, self.request_id))
@@ -332,28 +339,29 @@ def _serving(
     through C and costs a frame of its own)."""
     middleware = _RequestMiddleware(app_ref)
     wsgi_app = _unbound(app_ref, wsgi_app)
-    fresh_id = settings.fresh_id
-    # None (never a WSGI environ key) when incoming ids are not trusted.
+    # next() of an iterator is the cheapest call: the pool itself, or a user's generator's
+    fresh_ids = request_ids if settings.fresh_id is new_request_id else iter(settings.fresh_id, None)
+    # None (never a WSGI environ key) when incoming ids / traceparent are not trusted.
     first_key = settings.incoming_keys[0] if settings.incoming_keys else None
     more_keys = bool(settings.incoming_keys[1:])
-    trust_traceparent = settings.trust_traceparent
-    loads_environ = settings.loader is None
+    traceparent_key = "HTTP_TRACEPARENT" if settings.trust_traceparent else None
+    set_context, reset_context = current_context.set, current_context.reset
 
     def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
         """The request's context: built (without a type call and __init__ frame), its id
         chosen, counted in ``live``, init fired."""
         context: _WsgiRequestContext = _WsgiRequestContext()
-        context._data = context._trace = context._unit = context._status = context._headers = None
-        context._load = environ if loads_environ else None
+        context._data = context._trace = context._unit = context._status = None
+        context._load = environ
         context._origin = settings
         context._server_start_response = start_response
         context._ends_at_close = context._ended = False
         # The common case, no id header and no traceparent: two dict lookups.
-        if first_key in environ or more_keys or (trust_traceparent and "HTTP_TRACEPARENT" in environ):
+        if first_key in environ or traceparent_key in environ or more_keys:
             _adopt_incoming(context, environ, settings)
         else:
-            context.request_id = fresh_id()
-        count_opened()
+            context.request_id = next(fresh_ids)
+        next(units_opened)
         if hooks.lifecycle_hooks:
             announce_request(context)
         return context
@@ -363,7 +371,7 @@ def _serving(
         # frame's line number for every greenlet the request spawns, by a walk of the line
         # table up to the current instruction.
         context = open_request(environ, start_response)
-        token = current_context.set(context)
+        token = set_context(context)
         try:
             if context_created.receivers:
                 signals.send_created(app_ref(), context)
@@ -376,14 +384,14 @@ def _serving(
                 context._server_start_response = None
                 start_response(context._status, context._headers)
             context._ended = True  # what finish() does, inline
-            count_ended()
+            next(units_ended)
             if hooks.lifecycle_hooks or context_destroyed.receivers or context._unit is not None:
                 end_request_hooked(context, app_ref())
             return app_iter
         except BaseException as exc:
             return middleware.fail(context, exc)
         finally:
-            current_context.reset(token)
+            reset_context(token)
 
     return reqctx_wsgi_app
 
@@ -435,7 +443,7 @@ class _RequestMiddleware:
         if context._ended:
             return
         context._ended = True
-        count_ended()
+        next(units_ended)
         end_request_hooked(context, self.app_ref())
 
 

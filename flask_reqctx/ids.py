@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .pooled import pooled
@@ -30,32 +30,36 @@ __all__ = [
 
 log = logging.getLogger("flask_reqctx")
 
-_urandom = os.urandom
 _is_valid = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
 
-#: Ready-made ids, made 512 at a time with C-level bulk operations (one ``os.urandom``, two
-#: ``translate`` calls for the version and variant bits, 32 slice copies into the
-#: ``8-4-4-4-12`` layout): a C-level call and about a tenth of ``str(uuid4())`` per id.
+#: Ready-made ids, made 512 at a time with C-level bulk operations: random hex digits (one
+#: ``os.urandom``, ``bytes.hex``), one contiguous run per digit position (so each is read by
+#: a plain slice), copied into the ``8-4-4-4-12`` records by 31 strided slice assignments;
+#: the version digit and the dashes are in the record already, the variant digit is mapped
+#: onto ``89ab``.  About a twentieth of ``str(uuid4())`` per id.
 _BATCH = 512
-_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
-_VARIANT_RFC4122 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
-_RECORD = b"00000000-0000-0000-0000-000000000000 "
-_DIGIT_AT = [(k, k + (k >= 8) + (k >= 12) + (k >= 16) + (k >= 20)) for k in range(32)]
+_RECORD = b"00000000-0000-4000-0000-000000000000 "
+_VARIANT_AT = 19
+#: Where each random digit goes in a record (its "0"s), the variant digit first.
+_DIGITS_AT = [_VARIANT_AT] + [at for at, char in enumerate(_RECORD) if char == ord("0") and at != _VARIANT_AT]
+_VARIANT_RFC4122 = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 
 
 def _uuid4_batch() -> list[str]:
-    raw = bytearray(_urandom(16 * _BATCH))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
-    raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
-    digits = raw.hex().encode()
+    digits = bytearray(os.urandom(len(_DIGITS_AT) * _BATCH // 2).hex().encode())
+    digits[:_BATCH] = digits[:_BATCH].translate(_VARIANT_RFC4122)
     text = bytearray(_RECORD * _BATCH)
-    for digit, at in _DIGIT_AT:
-        text[at :: len(_RECORD)] = digits[digit::32]
-    return text.decode().split()
+    for column, at in enumerate(_DIGITS_AT):
+        text[at :: len(_RECORD)] = digits[column * _BATCH : (column + 1) * _BATCH]
+    ids = text.decode().split(" ")
+    ids.pop()  # the empty string after the last record's space
+    return ids
 
 
-#: A random (version 4) UUID string, as ``str(uuid.uuid4())`` but >10x cheaper.
-new_request_id: Callable[[], str] = pooled(_uuid4_batch)
+#: The pool of fresh ids: ``next(request_ids)`` takes one without a Python frame.
+request_ids: Iterator[str] = pooled(_uuid4_batch)
+#: A random (version 4) UUID string, as ``str(uuid.uuid4())`` but ~20x cheaper.
+new_request_id: Callable[[], str] = request_ids.__next__
 
 
 def is_valid_request_id(value: object) -> bool:

@@ -81,9 +81,8 @@ class RequestIdFilter(logging.Filter):
             return True
         if "request_id" not in fields:
             fields["request_id"] = context.request_id
-        if "trace_id" not in fields:  # ctx.trace_id, one property frame fewer: runs per log line
-            trace = context._trace
-            fields["trace_id"] = (trace if trace is not None else context.trace).trace_id
+        if "trace_id" not in fields:
+            fields["trace_id"] = context.trace_id
         return True
 
 

@@ -1,7 +1,8 @@
 """Random ids made in batches and handed out one C-level call at a time.
 
-``pooled(make_batch)`` returns the ``__next__`` of a chain over batches: taking an id runs
-no Python frame, and a new batch is made only when one runs out.  A forked child
+``pooled(make_batch)`` returns a chain over batches: ``next(pool)`` (the cheapest call, a
+builtin's) or ``pool.__next__`` takes an id without a Python frame, and a new batch is
+made only when one runs out.  A forked child
 (gunicorn forks its workers) drops what is left of the current batch, so no two
 processes ever hand out the same ids.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["pooled"]
 
 
-def pooled(make_batch: Callable[[], list[str]]) -> Callable[[], str]:
+def pooled(make_batch: Callable[[], list[str]]) -> Iterator[str]:
     current: list[list[str]] = [[]]
 
     def next_batch() -> list[str]:
@@ -24,4 +25,4 @@ def pooled(make_batch: Callable[[], list[str]]) -> Callable[[], str]:
 
     # The chain iterates the very list in current[0]: clearing it ends that batch.
     os.register_at_fork(after_in_child=lambda: current[0].clear())
-    return itertools.chain.from_iterable(iter(next_batch, None)).__next__
+    return itertools.chain.from_iterable(iter(next_batch, None))

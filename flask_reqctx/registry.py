@@ -41,12 +41,11 @@ __all__ = [
     "trigger_id",
 ]
 
-_next_eid = itertools.count(1).__next__
-_opened = itertools.count()
-_ended = itertools.count()
-#: Tick once per unit opened / ended: ``live`` is their difference.
-count_opened = _opened.__next__
-count_ended = _ended.__next__
+#: Execution ids, and a tick per unit opened / ended (``live`` is their difference).  Each is
+#: taken with the builtin ``next(...)``: a third of the cost of calling a bound ``__next__``.
+eids = itertools.count(1)
+units_opened = itertools.count()
+units_ended = itertools.count()
 
 
 class Unit:
@@ -60,7 +59,7 @@ class Unit:
     __slots__ = ("context", "eid", "kind", "open", "restore", "template", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
-        self.eid = _next_eid()
+        self.eid = next(eids)
         self.trigger_eid = trigger_eid
         self.kind = kind
         self.context = context
@@ -78,7 +77,7 @@ class Unit:
         # No call between the test and the store: CPython switches threads (and greenlet
         # switches happen) only at calls and backward jumps, so one of two racers gets here.
         self.open = False
-        count_ended()
+        next(units_ended)
         if hooks.lifecycle_hooks:
             hooks.emit_destroy(self.eid)
         return True
@@ -105,7 +104,7 @@ def open_unit(
     """Register a unit holding ``context`` and fire init (with ``init=False``: see :func:`announce`)."""
     unit = Unit(kind, trigger_eid, context)
     unit.open = True
-    count_opened()
+    next(units_opened)
     if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
@@ -196,13 +195,13 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
         parent = context._unit or request_unit(context)
     # open_unit(), inline and without an __init__ frame: this runs once per child.
     unit: Unit = _new_unit(Unit)
-    unit.eid = _next_eid()
+    unit.eid = next(eids)
     unit.trigger_eid = parent.eid
     unit.kind = kind
     unit.context = context
     unit.restore = unit.template = None
     unit.open = True
-    count_opened()
+    next(units_opened)
     if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     # A copy of a Context holding the request context, kept by the parent for its next
@@ -232,8 +231,8 @@ def trigger_id() -> int:
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
     # itertools.count shows its next value: read both without ticking them.
-    ended = int(repr(_ended)[6:-1])
-    created = int(repr(_opened)[6:-1])
+    ended = int(repr(units_ended)[6:-1])
+    created = int(repr(units_opened)[6:-1])
     return {"live": created - ended, "created": created, "destroyed": ended}
 
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .otel import OTEL_TRACE_MODULE, SpanIds, current_span
+from .otel import SpanIds, current_span
 from .pooled import pooled
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "start_trace",
 ]
 
-_urandom = os.urandom
 
 #: A ``traceparent`` longer than this is rejected without parsing (OpenTelemetry's cap).
 MAX_TRACEPARENT = 512
@@ -65,16 +63,18 @@ def _hex_batch(size: int) -> Callable[[], list[str]]:
     zero = "0" * (2 * size)
 
     def make() -> list[str]:
-        ids = _urandom(size * 512).hex(" ", size).split()
+        ids = os.urandom(size * 512).hex(" ", size).split(" ")
         return ids if zero not in ids else [i for i in ids if i != zero]
 
     return make
 
 
-#: 32 random lowercase hex digits (never all zero), pooled like request ids.
-new_trace_id: Callable[[], str] = pooled(_hex_batch(16))
-#: 16 random lowercase hex digits (never all zero), pooled like request ids.
-new_span_id: Callable[[], str] = pooled(_hex_batch(8))
+#: Pools of 32 and 16 random lowercase hex digits (never all zero), like request ids.
+trace_ids: Iterator[str] = pooled(_hex_batch(16))
+span_ids: Iterator[str] = pooled(_hex_batch(8))
+#: A new trace id / span id.
+new_trace_id: Callable[[], str] = trace_ids.__next__
+new_span_id: Callable[[], str] = span_ids.__next__
 
 
 def parse_traceparent(value: object) -> tuple[str, str, str] | None:
@@ -195,26 +195,18 @@ class TraceContext:
         """``ctx.trace()``: the execution trace of the context this is the W3C trace of, as
         ``ctx.execution_trace()`` gives it; None when not recorded (or that context is gone).
         A debugging call: it looks the context up among the traced ones."""
-        from .tracing import trace_of  # here: tracing imports the module that imports this one
-
-        return trace_of(self)
+        return trace_finder(self) if trace_finder is not None else None
 
 
-_modules = sys.modules
-_new_trace = object.__new__
+#: Finds the execution trace of a context by its W3C trace; set by :mod:`flask_reqctx.tracing`
+#: when recording starts (which imports this module, so it plugs itself in).
+trace_finder: Callable[[TraceContext], dict[str, Any] | None] | None = None
 
 
-def start_trace() -> TraceContext:
-    """A request's trace when none came in: the current OpenTelemetry span's, else a new one.
-
-    The first log line of nearly every request lands here: OpenTelemetry is asked only when
-    loaded, and the new trace is built without an ``__init__`` frame."""
-    if OTEL_TRACE_MODULE in _modules:
-        span = current_span()
-        if span is not None:
-            return TraceContext.from_span(span)
-    trace: TraceContext = _new_trace(TraceContext)
-    trace.trace_id = new_trace_id()
-    trace.parent_id = trace.tracestate = trace._span_id = None
-    trace.flags = "00"
-    return trace
+def start_trace(trace_id: str | None = None) -> TraceContext:
+    """A request's trace when none came in: ``trace_id``'s when one was already chosen (for
+    log lines), else the current OpenTelemetry span's, else a new one."""
+    if trace_id is not None:
+        return TraceContext(trace_id)
+    span = current_span()
+    return TraceContext.from_span(span) if span is not None else TraceContext(new_trace_id())

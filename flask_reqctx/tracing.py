@@ -26,6 +26,7 @@ from weakref import WeakKeyDictionary
 from flask import Flask, got_request_exception, request, request_finished
 
 from . import context as context_module
+from . import tracecontext
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
 from .tracecontext import TraceContext
@@ -316,6 +317,7 @@ def enable(keep: int = DEFAULT_KEEP) -> None:
     install_thread_excepthook()
     _hook.enable()
     context_module.trace_reader = trace
+    tracecontext.trace_finder = trace_of
 
 
 def discard(context: RequestContext | None) -> None:

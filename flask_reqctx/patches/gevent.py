@@ -32,7 +32,7 @@ from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import child_context, close_request_context, count_ended, open_child, run_in
+from ..registry import child_context, close_request_context, open_child, run_in, units_ended
 from .jobs import abandon, announce_job, wait_for
 
 __all__ = ["install"]
@@ -102,7 +102,7 @@ def _capturing(base: Any) -> Any:
                         _close_left_open()
                     elif unit.open:  # unit.end(), inline
                         unit.open = False
-                        count_ended()
+                        next(units_ended)
                         if hooks.lifecycle_hooks:
                             hooks.emit_destroy(unit.eid)
 
