@@ -18,9 +18,9 @@ from itertools import product
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from werkzeug.exceptions import InternalServerError
-from werkzeug.wsgi import ClosingIterator
+from werkzeug.wsgi import ClosingIterator, FileWrapper
 
 from . import hooks, liveview, signals, tracing
 from .context import RequestContext, current_context
@@ -167,9 +167,6 @@ class ReqCtx:
         # reference cycles and is freed when its last reference goes, as a plain Flask app.
         app_ref = weakref.ref(app)
         app.wsgi_app = _serving(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
-        app.process_response = _process_response_wrapper(  # type: ignore[method-assign, assignment]
-            app_ref, app.process_response
-        )
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
         # Execution traces and the live view: hook-based, off (nothing enabled) unless configured.
@@ -202,32 +199,15 @@ def _unbound(app_ref: weakref.ref[Flask], method: Callable[..., Any]) -> Callabl
 _FINISHED_BODIES = (list, tuple, ClosingIterator)
 
 
-def _process_response_wrapper(
-    app_ref: weakref.ref[Flask], process_response: Callable[[Response], Response]
-) -> Callable[[Response], Response]:
-    """Every response Flask makes (error handlers' too) passes ``process_response``:
-    wrapping it on the instance costs one call, where an ``after_request`` function costs
-    an ``ensure_sync`` check per request.
-
-    It notes the responses whose end is not the end of the app call: a body produced
-    after the view returns (a generator or iterator; not a file body, where no user code
-    runs, nor the ``ClosingIterator`` that Werkzeug makes when it renders an error), and
-    one with ``call_on_close`` callbacks.  Both are finished at the response's ``close()``,
-    with the request's context bound.
-    """
-    process = _unbound(app_ref, process_response)
-
-    def wrapper(response: Response) -> Response:
-        response = process(app_ref(), response)
-        if response._on_close or not (
-            isinstance(response.response, _FINISHED_BODIES) or response.direct_passthrough
-        ):
-            context = current_context.get()
-            if isinstance(context, _WsgiRequestContext):
-                context._ends_at_close = True
-        return response
-
-    return wrapper
+def _iterable_produced_later(app_iter: Iterable[bytes], environ: dict[str, Any]) -> bool:
+    """For what the app returned when it is not a Flask response's (another middleware's
+    iterable, a passthrough body): only a list or a file (which the server may send with
+    sendfile, so it stays unwrapped) is known to run no user code; anything else is taken
+    as produced later, which is always safe."""
+    if isinstance(app_iter, (list, tuple, FileWrapper)):
+        return False
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    return not (isinstance(file_wrapper, type) and isinstance(app_iter, file_wrapper))
 
 
 def _load_data(loader: DataLoader) -> None:
@@ -267,11 +247,10 @@ class _WsgiRequestContext(RequestContext):
     of a second ``start_response`` to the first call's instead of replacing them).
     """
 
-    __slots__ = ("_ended", "_ends_at_close", "_headers", "_server_start_response", "_status")
+    __slots__ = ("_ended", "_headers", "_server_start_response", "_status")
     _server_start_response: Callable[..., Any] | None
     _status: str | None
     _headers: list[tuple[str, str]] | None
-    _ends_at_close: bool
     _ended: bool
     __init__ = object.__init__
 
@@ -355,7 +334,7 @@ def _serving(
         context._load = environ
         context._origin = settings
         context._server_start_response = start_response
-        context._ends_at_close = context._ended = False
+        context._ended = False
         # The common case, no id header and no traceparent: two dict lookups.
         if first_key in environ or traceparent_key in environ or more_keys:
             _adopt_incoming(context, environ, settings)
@@ -376,7 +355,18 @@ def _serving(
             if context_created.receivers:
                 signals.send_created(app_ref(), context)
             app_iter: Iterable[bytes] = wsgi_app(app_ref(), environ, context.start_response)
-            if context._ends_at_close:
+            # Whether user code may still run once this call returns (a body produced after
+            # the view returns, call_on_close callbacks): read off the Response itself, at no
+            # cost to Flask's own calls.  Werkzeug hands a response's body back as a
+            # ClosingIterator whose last callback is the response's close().
+            try:
+                response = app_iter._callbacks[-1].__self__  # type: ignore[attr-defined]
+                later = response._on_close or not (
+                    isinstance(response.response, _FINISHED_BODIES) or response.direct_passthrough
+                )
+            except (AttributeError, IndexError):
+                later = _iterable_produced_later(app_iter, environ)
+            if later:
                 return _StreamedBody(app_iter, context, middleware)
             if context._server_start_response is not None:  # send_response(), inline
                 if context._status is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import flask
 import pytest
 from flask import Flask, Response, abort, stream_with_context
 
@@ -274,6 +275,78 @@ def test_streamed_body_keeps_its_context_until_closed(app):
     response.close()
     assert seen == ["streamed"] * 3
     assert stats()["live"] == 0
+
+
+def _chunks_seeing_the_context(seen: list):
+    for i in range(2):
+        seen.append(get_request_context().request_id)
+        yield f"{i}\n"
+
+
+def test_a_passthrough_generator_body_runs_bound_too(app):
+    seen = []
+    app.get("/raw")(lambda: Response(_chunks_seeing_the_context(seen), direct_passthrough=True))
+    response = app.test_client().get("/raw", headers={"X-Request-ID": "raw"})
+    assert response.get_data() == b"0\n1\n"
+    response.close()
+    assert seen == ["raw", "raw"] and stats()["live"] == 0
+
+
+def test_a_body_rewrapped_by_an_inner_middleware_runs_bound(app):
+    """A middleware set on ``app.wsgi_app`` before the extension that returns its own
+    iterable: what it iterates is still produced with the request's context bound."""
+    seen = []
+    app.get("/stream")(lambda: Response(_chunks_seeing_the_context(seen)))
+    flask_app = app.wsgi_app
+
+    def upper_casing(environ, start_response):
+        body = flask_app(environ, start_response)
+        try:
+            yield from (chunk.upper() for chunk in body)
+        finally:
+            body.close()
+
+    plain = Flask("inner")
+    plain.wsgi_app = upper_casing
+    ReqCtx(plain)
+    response = plain.test_client().get("/stream", headers={"X-Request-ID": "inner"})
+    assert response.get_data() == b"0\n1\n"
+    response.close()
+    assert seen == ["inner", "inner"] and stats()["live"] == 0
+
+
+def test_a_file_body_reaches_the_server_unwrapped(app, tmp_path):
+    """send_file's body is the server's ``wsgi.file_wrapper`` (sendfile): left as it is."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 10_000)
+
+    class ServerFileWrapper:
+        def __init__(self, file, block_size=8192):
+            self.file, self.block_size = file, block_size
+
+        def __iter__(self):
+            return iter(lambda: self.file.read(self.block_size), b"")
+
+        def close(self):
+            self.file.close()
+
+    app.get("/file")(lambda: flask.send_file(path))
+    sent = {}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/file",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.file_wrapper": ServerFileWrapper,
+    }
+    body = app(environ, lambda status, headers, exc_info=None: sent.update(status=status))
+    try:
+        assert type(body) is ServerFileWrapper and sent["status"] == "200 OK"
+        assert stats()["live"] == 0  # nothing runs after the app call: the request is over
+        assert b"".join(body) == b"x" * 10_000
+    finally:
+        body.close()
 
 
 def test_stream_with_context_runs_once_and_destroys_once(app, client):

@@ -55,17 +55,25 @@ def test_500_in_flight_each_request_and_child_sees_its_own_id(server):
 
 def test_two_workers_each_keep_their_invariants():
     with GunicornServer("gevent", workers=2, worker_connections=1000) as srv:
-        report = run_load(
-            srv,
-            path="/fanout?children=3",
-            requests=2000,
-            concurrency=500,
-            keepalive=True,  # 500 connections, accepted by whichever worker wins each one
-            without_id_every=10,
-            id_prefix="gevent-two",
-        )
-        per_pid, without = check_fanout(report, children=3, requests=2000, gevent=True)
-        assert without == 200
+        per_pid: dict[int, int] = {}
+        # 500 connections, accepted by whichever worker wins each one: on a busy machine one
+        # worker can win a whole round, so load again (at most 4 rounds) until both served.
+        for round_number in range(4):
+            report = run_load(
+                srv,
+                path="/fanout?children=3",
+                requests=2000,
+                concurrency=500,
+                keepalive=True,
+                without_id_every=10,
+                id_prefix=f"gevent-two-{round_number}",
+            )
+            served, without = check_fanout(report, children=3, requests=2000, gevent=True)
+            assert without == 200
+            for pid, count in served.items():
+                per_pid[pid] = per_pid.get(pid, 0) + count
+            if len(per_pid) == 2:
+                break
         assert len(per_pid) == 2, per_pid
         final = srv.wait_idle(per_pid)
         assert set(final) == set(per_pid)
