@@ -327,8 +327,8 @@ def _serving(
     set_context, reset_context = current_context.set, current_context.reset
 
     def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
-        """The request's context: built (without a type call and __init__ frame), its id
-        chosen, counted in ``live``, init fired."""
+        """The request's context: built (a C-level type call, no ``__init__`` frame), its
+        id chosen, counted in ``live``, init fired."""
         context: _WsgiRequestContext = _WsgiRequestContext()
         context._data = context._trace = context._unit = context._status = None
         context._load = environ
