@@ -74,7 +74,7 @@ def view() -> str:
     def child() -> None:
         measure("in spawned greenlet")
 
-    assert flask_reqctx.propagation.installed() and gevent.Greenlet is not gevent.greenlet.Greenlet
+    assert flask_reqctx.patches.installed() and gevent.Greenlet is not gevent.greenlet.Greenlet
     gevent.spawn(child).get()
     return "ok"
 

@@ -196,9 +196,9 @@ def _fanout_view(app: Flask, variant: str) -> None:
     # copy_context) or ReqCtx's.
     seen: Callable[[], Any] = has_request_context
     if variant == "reqctx":
-        from flask_reqctx import ReqCtx, get_request_context, propagation
+        from flask_reqctx import ReqCtx, get_request_context, patches
 
-        if not propagation.installed():
+        if "gevent" not in patches.patched():
             raise RuntimeError("the reqctx fan-out needs flask_reqctx's gevent patch (FLASK_REQCTX_PATCH=1)")
         ReqCtx(app)
         seen = get_request_context
@@ -224,7 +224,7 @@ def spawning_stack_frames() -> dict[str, tuple[int, list[str]]]:
 
     import flask_reqctx
 
-    flask_reqctx.propagation.install()
+    flask_reqctx.patches.install()
     app = Flask("bench_spawning_stack")
     flask_reqctx.ReqCtx(app)
     found: dict[str, tuple[int, list[str]]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import propagation
+from . import patches
 from .context import RequestContext, get_request_context
 from .data import default_data
 from .extension import ReqCtx
@@ -48,4 +48,4 @@ __all__ = [
 ]
 
 if os.environ.get("FLASK_REQCTX_PATCH", "1") != "0":
-    propagation.install()
+    patches.install()

@@ -11,18 +11,18 @@ destroyed when the app call ends.  Either way a view that raises, a short-circui
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from collections.abc import Callable, Container, Iterable, Iterator
 from functools import partial
 from itertools import product
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from flask import Flask, request
 from werkzeug.exceptions import InternalServerError
 from werkzeug.wsgi import ClosingIterator, FileWrapper
 
-from . import hooks, liveview, signals, tracing
+from . import hooks, signals
 from .context import RequestContext, current_context
 from .data import HeaderRedaction, headers_data
 from .ids import (
@@ -38,13 +38,12 @@ from .registry import announce_request, end_request_hooked, units_ended, units_o
 from .signals import context_created, context_destroyed
 from .tracecontext import TraceContext
 
-__all__ = ["ReqCtx", "settings_for"]
+__all__ = ["ReqCtx"]
 
 log = logging.getLogger("flask_reqctx")
 
 DataLoader = Callable[[Any], dict[str, Any]]
 
-_settings: WeakKeyDictionary[Flask, _Settings] = WeakKeyDictionary()
 #: The echo header's name is spelled out in every case (2**letters names) up to this length.
 _MAX_SPELLED_LETTERS = 12
 
@@ -130,13 +129,6 @@ def _option(app: Flask, options: dict[str, Any], name: str, default: Any) -> Any
     return app.config.setdefault("REQCTX_" + name.upper(), options.get(name, default))
 
 
-def settings_for(app: Flask) -> _Settings:
-    try:
-        return _settings[app]
-    except KeyError:
-        raise RuntimeError(f"ReqCtx is not initialised on {app!r}") from None
-
-
 class ReqCtx:
     """Give every request of an app a :class:`RequestContext` (``app.extensions["reqctx"]``).
 
@@ -161,7 +153,6 @@ class ReqCtx:
         if "reqctx" in app.extensions:
             raise RuntimeError(f"ReqCtx is already initialised on {app!r}; init_app runs once per app")
         settings = _Settings(app, self.options)
-        _settings[app] = settings
         app.extensions["reqctx"] = self
         # Both wrappers reach the app through a weak reference: the app stays free of
         # reference cycles and is freed when its last reference goes, as a plain Flask app.
@@ -169,9 +160,15 @@ class ReqCtx:
         app.wsgi_app = _serving(app_ref, app.wsgi_app, settings)  # type: ignore[method-assign]
         if settings.loader is not None:
             app.before_request_funcs.setdefault(None, []).insert(0, partial(_load_data, settings.loader))
-        # Execution traces and the live view: hook-based, off (nothing enabled) unless configured.
-        if tracing.attach(app, settings, self.options):
-            liveview.register(app, partial(_option, app, self.options))
+        # Execution traces and the live view: hook-based, off (nothing enabled, not even
+        # imported) unless configured.
+        if _option(app, self.options, "trace", False) or _option(app, self.options, "live_view", False):
+            from . import tracing
+
+            if tracing.attach(app, settings, self.options):
+                from . import liveview
+
+                liveview.register(app, partial(_option, app, self.options))
 
     def outgoing_headers(self) -> dict[str, str]:
         """Headers to send on a call made for the current request (see
@@ -224,16 +221,13 @@ def _load_data(loader: DataLoader) -> None:
     context.data = data
 
 
-def _pass_through() -> tuple[type[BaseException], ...]:
-    """Exceptions that end the unit itself, never answered with a 500."""
-    try:
-        from greenlet import GreenletExit
-    except ModuleNotFoundError:  # greenlet is optional: nothing can raise its exit then
-        return (SystemExit, KeyboardInterrupt)
-    return (GreenletExit, SystemExit, KeyboardInterrupt)
-
-
-_PASS_THROUGH = _pass_through()
+def _passes_through(exc: BaseException) -> bool:
+    """Whether ``exc`` ends the unit itself, never answered with a 500: an exit, or a
+    greenlet's (only once greenlet is imported: nothing else can raise it)."""
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return True
+    greenlet = sys.modules.get("greenlet")
+    return greenlet is not None and isinstance(exc, greenlet.GreenletExit)
 
 
 class _WsgiRequestContext(RequestContext):
@@ -422,7 +416,7 @@ class _RequestMiddleware:
             propagate = app is None or app.config["PROPAGATE_EXCEPTIONS"]
             if propagate is None:
                 propagate = app.testing or app.debug  # type: ignore[union-attr]
-            if propagate or isinstance(exc, _PASS_THROUGH) or context._server_start_response is None:
+            if propagate or _passes_through(exc) or context._server_start_response is None:
                 raise exc
             return context.send_error(exc)
         finally:

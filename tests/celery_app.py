@@ -236,7 +236,7 @@ def _write_report(role: str) -> None:
             "stats": stats(),
             "open": sorted(_open.values()),
             "destroyed": _destroyed,
-            "patched": flask_reqctx.propagation.installed(),
+            "patched": flask_reqctx.patches.installed(),
             **_report,
         },
     )

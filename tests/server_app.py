@@ -30,7 +30,7 @@ def _gevent_worker() -> bool:
     return monkey.is_module_patched("threading")
 
 
-assert flask_reqctx.propagation.installed(), "server tests need FLASK_REQCTX_PATCH unset or 1"
+assert flask_reqctx.patches.installed(), "server tests need FLASK_REQCTX_PATCH unset or 1"
 
 app = Flask(__name__)
 ReqCtx(app)

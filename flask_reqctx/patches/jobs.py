@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import Unit, announce
-from ..unitinfo import note_job
 
 __all__ = ["Gated", "abandon", "announce_job"]
 
@@ -41,6 +40,8 @@ def announce_job(unit: Unit, gate: Any, resource: Any, fn: Any) -> None:
     labels), then release ``gate``: also when a hook raises, or the job would never run."""
     try:
         if fn is not None:
+            from ..unitinfo import note_job  # loaded once hooks are on, not by the core
+
             note_job(resource, fn)
         announce(unit, resource)
     finally:

@@ -10,25 +10,22 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import threading
 from contextvars import Context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import hooks
 from ..registry import Unit, open_child
 from .jobs import Gated, abandon, announce_job
 
-__all__ = ["install"]
+if TYPE_CHECKING:
+    import concurrent.futures
+
+__all__ = ["install_executor", "install_threading"]
 
 
-def install() -> None:
-    _install_thread()
-    _install_executor()
-
-
-def _install_thread() -> None:
+def install_threading() -> None:
     Thread = threading.Thread
     original_start: Any = Thread.start
     original_bootstrap: Any = Thread._bootstrap_inner  # type: ignore[attr-defined]
@@ -62,7 +59,9 @@ def _install_thread() -> None:
     Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
 
 
-def _install_executor() -> None:
+def install_executor() -> None:
+    import concurrent.futures  # only once the app has imported it (see flask_reqctx.patches)
+
     Executor = concurrent.futures.ThreadPoolExecutor
     original_submit: Any = Executor.submit
 

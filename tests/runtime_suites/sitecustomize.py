@@ -20,7 +20,7 @@ import os
 import sys
 
 import flask_reqctx
-from flask_reqctx import propagation
+from flask_reqctx import patches
 
 SUITE_CONTEXT = flask_reqctx.create_request_context({"suite": "runtime"}, request_id="runtime-suite")
 assert flask_reqctx.get_request_context() is SUITE_CONTEXT, "the suite context did not bind"
@@ -31,7 +31,7 @@ def _write_record(folder: str) -> None:
     record = {
         "pid": os.getpid(),
         "argv": sys.orig_argv,
-        "installed": propagation.installed(),
+        "installed": patches.installed(),
         "bound": flask_reqctx.get_request_context() is SUITE_CONTEXT,
         "created": flask_reqctx.stats()["created"],
     }
