@@ -47,5 +47,24 @@ __all__ = [
     "trigger_id",
 ]
 
+#: The distribution's name on PyPI, whose metadata holds the version.
+_DISTRIBUTION = "flask-reqctx"
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the installed package's metadata on first use (importing
+    ``importlib.metadata`` costs milliseconds that ``import flask_reqctx`` need not pay)."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version(_DISTRIBUTION)
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found
+
+
 if os.environ.get("FLASK_REQCTX_PATCH", "1") != "0":
     patches.install()

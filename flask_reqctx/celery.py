@@ -46,7 +46,7 @@ from .outgoing import DEFAULT_OUTGOING_HEADER
 from .registry import close_request_context, create_request_context
 from .tracecontext import TraceContext
 
-__all__ = ["REQUEST_ID_HEADER", "TRACEPARENT_HEADER", "TRACESTATE_HEADER", "init_celery"]
+__all__ = ["init_celery"]
 
 log = logging.getLogger("flask_reqctx")
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-__all__ = ["chrome_trace", "unit_title"]
+__all__: list[str] = []  # internal: flask_reqctx.tracing.to_chrome_trace is the public call
 
 
 def unit_title(unit: dict[str, Any]) -> str:
@@ -84,7 +84,7 @@ def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]
 
 def chrome_trace(traces: Iterable[dict[str, Any]], out: str | IO[str] | None = None) -> dict[str, Any]:
     """``{"traceEvents": [...], "displayTimeUnit": "ms"}`` for ``traces`` (from
-    :func:`flask_reqctx.tracing.trace`/``live``/``finished``); written as JSON to ``out``
+    :func:`flask_reqctx.tracing.execution_trace`/``live``/``finished``); written as JSON to ``out``
     (a path or a text file) when given."""
     now_us = time.monotonic_ns() / 1000
     events: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ from .tracecontext import TraceContext, start_trace, trace_ids
 if TYPE_CHECKING:
     from .registry import Unit
 
-__all__ = ["RequestContext", "current_context", "current_unit", "get_request_context"]
+__all__ = ["RequestContext", "get_request_context"]
 
 
 class RequestContext:
@@ -113,24 +113,21 @@ class RequestContext:
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"request_id": self.request_id, "data": self.data}
-        if self._trace is not None:  # only once the request has one: reading it here would start one
-            out["trace_id"] = self.trace_id
-        return out
+        """``{"request_id": str, "trace_id": str, "data": dict}``: always these three keys (a
+        trace is started here if none was yet, as for a log line)."""
+        return {"request_id": self.request_id, "trace_id": self.trace_id, "data": self.data}
 
     def execution_trace(self) -> dict[str, Any] | None:
         """The units this context reached, as JSON-ready data (``REQCTX_TRACE``); None when not
-        recorded.  See :func:`flask_reqctx.tracing.trace` (``ctx.trace`` is the W3C trace)."""
-        return trace_reader(self) if trace_reader is not None else None
+        recorded.  See :func:`flask_reqctx.tracing.execution_trace` (``ctx.trace`` is the W3C trace)."""
+        tracing: Any = _modules.get("flask_reqctx.tracing")  # loaded once an app records traces
+        return tracing.execution_trace(self) if tracing is not None else None
 
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id}>"
 
 
 _modules = sys.modules
-
-#: Reads a context's execution trace; set by :mod:`flask_reqctx.tracing` when recording starts.
-trace_reader: Callable[[RequestContext], dict[str, Any] | None] | None = None
 
 #: The context bound to the current unit (``None`` outside any request).
 current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.context", default=None)

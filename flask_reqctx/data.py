@@ -17,14 +17,7 @@ from typing import Any
 from .context import current_context
 from .ids import accepted_id, header_name, is_valid_request_id
 
-__all__ = [
-    "DEFAULT_REDACT_HEADERS",
-    "REDACTED",
-    "REDACT_RULE",
-    "HeaderRedaction",
-    "default_data",
-    "headers_data",
-]
+__all__ = ["DEFAULT_REDACT_HEADERS", "REDACTED", "REDACT_RULE", "default_data"]
 
 REDACTED = "[redacted]"
 

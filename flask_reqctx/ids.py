@@ -17,16 +17,7 @@ from typing import Any
 from .pooled import pooled
 from .tracecontext import parse_traceparent
 
-__all__ = [
-    "COMPOSITE_HEADERS",
-    "accepted_id",
-    "check_request_id",
-    "environ_key",
-    "header_name",
-    "incoming_request_id",
-    "is_valid_request_id",
-    "new_request_id",
-]
+__all__ = ["is_valid_request_id", "new_request_id"]
 
 log = logging.getLogger("flask_reqctx")
 

@@ -26,7 +26,7 @@ from .context import get_request_context
 from .liveview_render import render_page
 from .registry import stats
 
-__all__ = ["register"]
+__all__: list[str] = []  # internal: mounted by ReqCtx for REQCTX_LIVE_VIEW
 
 _PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-Ip")
 _SECURITY_HEADERS = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any, NamedTuple
 
-__all__ = ["OTEL_TRACE_MODULE", "SpanIds", "current_span"]
+__all__: list[str] = []  # internal: nothing here for users to import
 
 #: The module whose presence in ``sys.modules`` says the application uses OpenTelemetry.
 OTEL_TRACE_MODULE = "opentelemetry.trace"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .context import RequestContext, current_context
 
-__all__ = ["DEFAULT_OUTGOING_HEADER", "outgoing_headers"]
+__all__ = ["outgoing_headers"]
 
 #: The request-id header for contexts made outside Flask (``create_request_context``).
 DEFAULT_OUTGOING_HEADER = "X-Request-ID"

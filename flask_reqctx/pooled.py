@@ -13,7 +13,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["pooled"]
+__all__: list[str] = []  # internal: nothing here for users to import
 
 
 def pooled(make_batch: Callable[[], list[str]]) -> Iterator[str]:

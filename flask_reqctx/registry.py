@@ -30,13 +30,11 @@ from .context import RequestContext, current_context, current_unit
 from .ids import check_request_id, new_request_id
 
 __all__ = [
-    "Unit",
     "bind",
     "close_request_context",
     "create_request_context",
     "execution_id",
     "exit_context",
-    "run_in",
     "stats",
     "trigger_id",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-__all__ = ["Resettable", "holds_state", "reset_all"]
+__all__ = ["reset_all"]
 
 
 class Resettable(Protocol):

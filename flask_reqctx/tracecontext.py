@@ -27,19 +27,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from .otel import SpanIds, current_span
 from .pooled import pooled
 
-__all__ = [
-    "TraceContext",
-    "new_span_id",
-    "new_trace_id",
-    "parse_traceparent",
-    "parse_tracestate",
-    "start_trace",
-]
+__all__ = ["TraceContext"]
 
 
 #: A ``traceparent`` longer than this is rejected without parsing (OpenTelemetry's cap).
@@ -190,17 +182,6 @@ class TraceContext:
 
     def __repr__(self) -> str:
         return f"<TraceContext {self.trace_id} parent={self.parent_id} flags={self.flags}>"
-
-    def __call__(self) -> dict[str, Any] | None:
-        """``ctx.trace()``: the execution trace of the context this is the W3C trace of, as
-        ``ctx.execution_trace()`` gives it; None when not recorded (or that context is gone).
-        A debugging call: it looks the context up among the traced ones."""
-        return trace_finder(self) if trace_finder is not None else None
-
-
-#: Finds the execution trace of a context by its W3C trace; set by :mod:`flask_reqctx.tracing`
-#: when recording starts (which imports this module, so it plugs itself in).
-trace_finder: Callable[[TraceContext], dict[str, Any] | None] | None = None
 
 
 def start_trace(trace_id: str | None = None) -> TraceContext:

@@ -25,14 +25,11 @@ from weakref import WeakKeyDictionary
 
 from flask import Flask, got_request_exception, request, request_finished
 
-from . import context as context_module
-from . import tracecontext
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
-from .tracecontext import TraceContext
 from .unitinfo import Probe, creation_site, describe, install_thread_excepthook, site_text
 
-__all__ = ["finished", "live", "to_chrome_trace", "trace"]
+__all__ = ["enable", "execution_trace", "finished", "live", "to_chrome_trace"]
 
 DEFAULT_MAX_UNITS = 1000
 DEFAULT_KEEP = 200
@@ -316,8 +313,6 @@ def enable(keep: int = DEFAULT_KEEP) -> None:
         _finished = deque(_finished, maxlen=keep)
     install_thread_excepthook()
     _hook.enable()
-    context_module.trace_reader = trace
-    tracecontext.trace_finder = trace_of
 
 
 def discard(context: RequestContext | None) -> None:
@@ -330,11 +325,11 @@ def discard(context: RequestContext | None) -> None:
 # -- reading ----------------------------------------------------------------------------
 
 
-def trace(context: RequestContext | None = None) -> dict[str, Any] | None:
+def execution_trace(context: RequestContext | None = None) -> dict[str, Any] | None:
     """The recorded execution tree of ``context`` (default: the current one) as JSON-ready data.
 
     None when it was not recorded (tracing off, another app's context) or has left the ring.
-    ``RequestContext.execution_trace()`` is the same call, and so is ``ctx.trace()``.
+    ``ctx.execution_trace()`` is the same call.
     """
     if context is None:
         context = get_request_context()
@@ -344,16 +339,6 @@ def trace(context: RequestContext | None = None) -> dict[str, Any] | None:
     if found is None or found.context is not context:
         found = next((t for t in reversed(_finished) if t.context_ref() is context), None)
     return found.as_dict() if found is not None else None
-
-
-def trace_of(trace_context: TraceContext) -> dict[str, Any] | None:
-    """:func:`trace` of the traced context whose W3C trace is ``trace_context`` (``ctx.trace()``),
-    found by a scan of the live traces and the ring; None when there is none."""
-    for found in [*_live.values(), *reversed(_finished)]:
-        context = found.context_ref()
-        if context is not None and context._trace is trace_context:
-            return trace(context)
-    return None
 
 
 def live() -> list[dict[str, Any]]:

@@ -19,11 +19,7 @@ from types import CodeType, FrameType
 from typing import Any
 from weakref import WeakKeyDictionary
 
-__all__ = ["OUTCOMES", "Probe", "creation_site", "describe", "install_thread_excepthook", "note_job"]
-
-#: How a unit ended.  "ended" and "collected" say what we could not know: a resource that tells
-#: nothing once finished (a task factory's own kind of object); one gone before its destroy.
-OUTCOMES = ("returned", "raised", "killed", "never started", "ended", "collected", "alive")
+__all__: list[str] = []  # internal: read by flask_reqctx.tracing
 
 #: Attribute a traced thread carries so the excepthook can mark it raised.
 _THREAD_RAISED = "_reqctx_trace_raised"

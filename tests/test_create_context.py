@@ -24,7 +24,8 @@ def test_binds_to_the_current_unit_and_propagates():
     try:
         assert isinstance(ctx, RequestContext) and get_request_context() is ctx
         assert uuid.UUID(ctx.request_id).version == 4  # seed parity: requestId = v4()
-        assert ctx.to_dict() == {"request_id": ctx.request_id, "data": {"job": "nightly"}}
+        expected = {"request_id": ctx.request_id, "trace_id": ctx.trace_id, "data": {"job": "nightly"}}
+        assert ctx.to_dict() == expected
         assert gevent.spawn(get_request_context).get() is ctx
         box = []
         t = threading.Thread(target=lambda: box.append(get_request_context()))

@@ -330,7 +330,7 @@ def test_asyncio_tasks_and_contexts_made_outside_flask_are_recorded():
     assert trace["units"][1]["outcome"] == "returned"
 
 
-def test_ctx_trace_called_is_the_execution_trace():
+def test_execution_trace_is_the_recorded_trace_and_ctx_trace_the_w3c_one():
     app = traced_app()
     held: dict = {}
     incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -339,38 +339,40 @@ def test_ctx_trace_called_is_the_execution_trace():
     def view():
         ctx = held["ctx"] = get_request_context()
         gevent.spawn(gevent.sleep, 0).join()
-        called, method = ctx.trace(), ctx.execution_trace()
-        assert called["age_ms"] <= method["age_ms"]  # the only field that moves while live
-        assert called | {"age_ms": None} == method | {"age_ms": None} and called["live"] is True
-        json.dumps(called)
+        method, function = ctx.execution_trace(), tracing.execution_trace()
+        assert method["age_ms"] <= function["age_ms"]  # the only field that moves while live
+        assert method | {"age_ms": None} == function | {"age_ms": None} and method["live"] is True
+        json.dumps(method)
         return ctx.trace.trace_id
 
     response = app.test_client().get("/", headers={"X-Request-ID": "called-1", "traceparent": incoming})
     ctx = held.pop("ctx")
-    assert response.text == ctx.trace.trace_id == "0af7651916cd43dd8448eb211c80319c"  # still the W3C trace
-    assert ctx.trace() == ctx.execution_trace() == finished_trace("called-1")
-    assert ctx.trace()["live"] is False and len(ctx.trace()["units"]) == 2
-    json.dumps(ctx.trace())
+    assert response.text == ctx.trace.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert not callable(ctx.trace)  # only the W3C trace: the execution trace has its own name
+    assert ctx.execution_trace() == tracing.execution_trace(ctx) == finished_trace("called-1")
+    assert ctx.execution_trace()["live"] is False and len(ctx.execution_trace()["units"]) == 2
+    json.dumps(ctx.execution_trace())
 
 
-def test_ctx_trace_called_is_none_when_not_recorded():
+def test_execution_trace_is_none_when_not_recorded():
     app = Flask("untraced-call")
     ReqCtx(app)
 
     @app.get("/")
     def view():
         ctx = get_request_context()
-        return jsonify(trace=ctx.trace(), trace_id=ctx.trace.trace_id)
+        return jsonify(trace=ctx.execution_trace(), trace_id=ctx.trace.trace_id)
 
     body = app.test_client().get("/").get_json()
     assert body["trace"] is None and len(body["trace_id"]) == 32
     script = (
         "import flask, flask_reqctx\n"
         "app = flask.Flask('x'); flask_reqctx.ReqCtx(app)\n"
-        "app.add_url_rule('/', 'v', lambda: {'trace': flask_reqctx.get_request_context().trace()})\n"
+        "ctx = flask_reqctx.get_request_context\n"
+        "app.add_url_rule('/', 'v', lambda: {'trace': ctx().execution_trace()})\n"
         "assert app.test_client().get('/').get_json() == {'trace': None}\n"
         "with flask_reqctx.create_request_context() as ctx:\n"
-        "    assert ctx.trace() is None and len(ctx.trace.trace_id) == 32\n"
+        "    assert ctx.execution_trace() is None and len(ctx.trace.trace_id) == 32\n"
     )
     run_in_fresh_interpreter(script)
 

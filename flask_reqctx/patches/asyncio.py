@@ -19,7 +19,7 @@ from typing import Any
 from ..context import current_context, current_unit
 from ..registry import announce, current, open_unit
 
-__all__ = ["install"]
+__all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 
 def install() -> None:

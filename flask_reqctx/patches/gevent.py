@@ -35,7 +35,7 @@ from ..context import current_context, current_unit
 from ..registry import child_context, close_request_context, open_child, run_in, units_ended
 from .jobs import abandon, announce_job, wait_for
 
-__all__ = ["install"]
+__all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 get_context = current_context.get
 get_unit = current_unit.get

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..registry import Unit, announce
 
-__all__ = ["Gated", "abandon", "announce_job"]
+__all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 
 class Gated:

@@ -29,7 +29,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-__all__ = ["when_imported"]
+__all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 log = logging.getLogger("flask_reqctx")
 
@@ -59,7 +59,7 @@ class _ImportWatcher:
         module = importlib.import_module(name)
         spec = getattr(module, "__spec__", None)
         if getattr(spec, "_initializing", False):  # by this very thread, further up the stack
-            log.warning("flask_reqctx was imported while %s was being imported: not patched", name)
+            log.warning("imported while %s was being imported: %s is not patched", name, name)
             return
         _run(patch, module)
 

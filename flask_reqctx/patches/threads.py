@@ -22,7 +22,7 @@ from .jobs import Gated, abandon, announce_job
 if TYPE_CHECKING:
     import concurrent.futures
 
-__all__ = ["install_executor", "install_threading"]
+__all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 
 def install_threading() -> None:
