@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Container, Iterable, Iterator
 from functools import partial
@@ -36,6 +37,7 @@ from .ids import (
 )
 from .registry import announce_request, end_request_hooked, units_ended, units_opened
 from .signals import context_created, context_destroyed
+from .state import holds_state
 from .tracecontext import TraceContext
 
 __all__ = ["ReqCtx"]
@@ -52,6 +54,7 @@ class _Settings:
     """One app's resolved configuration (``REQCTX_*`` keys, then constructor options)."""
 
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        _warn_unknown_config(app)
         option = partial(_option, app, options)
 
         headers = option("header", "X-Request-ID")
@@ -124,6 +127,73 @@ def spellings(name: str) -> Container[str]:
     return frozenset(map("".join, product(*({char.lower(), char.upper()} for char in name))))
 
 
+#: Every option a module reads (``ReqCtx(name=...)`` or ``REQCTX_<NAME>``): a new option is
+#: added here, or it is refused as a misspelling.  ``data`` is an option only, no config key.
+OPTIONS = frozenset(
+    {
+        "header",
+        "trust_incoming",
+        "response_header",
+        "outgoing_header",
+        "trust_traceparent",
+        "validator",
+        "redact_headers",
+        "keep_headers",
+        "generator",
+        "data",
+        # execution traces and the live view (flask_reqctx.tracing, flask_reqctx.liveview)
+        "trace",
+        "trace_max_units",
+        "trace_keep",
+        "live_view",
+        "live_view_prefix",
+        "live_view_token",
+        "live_view_leak_after",
+        "live_view_show",
+    }
+)
+_CONFIG_KEYS = frozenset("REQCTX_" + name.upper() for name in OPTIONS - {"data"})
+
+
+def _check_option_names(options: dict[str, Any]) -> None:
+    """A misspelt option is an error, not a silently ignored setting."""
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"ReqCtx() got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(OPTIONS))}"
+        )
+
+
+class _WarnedKeys:
+    """The unknown config keys warned about already: each is warned about once a process."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def reset(self) -> None:
+        self.keys.clear()
+
+
+_warned = holds_state(_WarnedKeys())
+
+
+def _warn_unknown_config(app: Flask) -> None:
+    """An unknown ``REQCTX_*`` config key is likely a misspelling: a warning naming it (once),
+    not an error: the config may hold keys for another version of the package."""
+    unknown = sorted(k for k in app.config if k.startswith("REQCTX_") and k not in _CONFIG_KEYS)
+    unknown = [key for key in unknown if key not in _warned.keys]
+    if not unknown:
+        return
+    _warned.keys.update(unknown)
+    level, frame = 1, sys._getframe(0)
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:  # the app's own call
+        level, frame = level + 1, frame.f_back
+    for key in unknown:
+        message = f"unknown config key {key!r} for flask_reqctx (first seen on app {app.name!r}): ignored"
+        warnings.warn(message, stacklevel=level)
+
+
 def _option(app: Flask, options: dict[str, Any], name: str, default: Any) -> Any:
     """A setting: the ``REQCTX_<NAME>`` config key, else the constructor option, else ``default``."""
     return app.config.setdefault("REQCTX_" + name.upper(), options.get(name, default))
@@ -145,6 +215,7 @@ class ReqCtx:
     """
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        _check_option_names(options)
         self.options = options
         if app is not None:
             self.init_app(app)

@@ -54,14 +54,26 @@ def test_sdist_ships_the_package_and_licence_and_no_tests(sdist: tarfile.TarFile
     top = sdist.getnames()[0].split("/")[0]
     files = {member.name[len(top) + 1 :] for member in sdist.getmembers() if member.isfile()}
     assert _package_files() <= files, sorted(_package_files() - files)
-    assert {"LICENSE", "README.md", "PKG-INFO", "setup.cfg", "pyproject.toml"} <= files
-    assert not [f for f in files if f.startswith(("tests/", "benchmarks/")) or "test_" in f], sorted(files)
+    assert {"LICENSE", "README.md", "PKG-INFO", "setup.cfg", "pyproject.toml", "CHANGELOG.md"} <= files
+    assert _readme_links() <= files, sorted(_readme_links() - files)  # what the README links to
+    shipped_tests = [f for f in files if f.startswith("tests/") or "test_" in f]
+    assert not shipped_tests and {f for f in files if f.startswith("benchmarks/")} == {"benchmarks/RESULTS.md"}
     licence = sdist.extractfile(f"{top}/LICENSE").read().decode()
     assert licence.startswith("MIT License") and "the flask-reqctx authors" in licence
     info = email.parser.Parser().parsestr(sdist.extractfile(f"{top}/PKG-INFO").read().decode())
     assert info["License"] == "MIT"
     versions = {c.rsplit(" :: ", 1)[1] for c in info.get_all("Classifier") if re.search(r":: 3\.\d+$", c)}
     assert versions == TESTED_PYTHONS
+    urls = dict(url.split(", ", 1) for url in info.get_all("Project-URL"))
+    assert {"Source", "Changelog", "Issues"} <= set(urls), urls
+    assert info["Author"] == "the flask-reqctx authors"
+
+
+def _readme_links() -> set[str]:
+    """The repository files the README links to (``[text](path)``, ``![alt](path)``)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        targets = re.findall(r"\]\(([^)#\s]+)\)", f.read())
+    return {target for target in targets if "://" not in target}
 
 
 def test_classifiers_name_exactly_the_pythons_ci_tests():

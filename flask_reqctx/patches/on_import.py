@@ -49,7 +49,7 @@ class _ImportWatcher:
 
     def watch(self, name: str, patch: Patch) -> None:
         with self.lock:
-            if name not in sys.modules:
+            if sys.modules.get(name) is None:  # not imported (None: its import is blocked)
                 self.pending.setdefault(name, []).append(patch)
                 if not self.on_meta_path:
                     sys.meta_path.insert(0, self)

@@ -1,5 +1,5 @@
-"""A user's module, type-checked with ``mypy --strict`` by the tox env ``typing`` after the
-README's editable install: the package's own types must reach its users (``py.typed``)."""
+"""A user's module, type-checked with ``mypy --strict`` by the tox env ``lint`` after a plain
+``pip install .``: the package's own types must reach its users (``py.typed``)."""
 
 from __future__ import annotations
 
