@@ -57,7 +57,8 @@ def test_sdist_ships_the_package_and_licence_and_no_tests(sdist: tarfile.TarFile
     assert {"LICENSE", "README.md", "PKG-INFO", "setup.cfg", "pyproject.toml", "CHANGELOG.md"} <= files
     assert _readme_links() <= files, sorted(_readme_links() - files)  # what the README links to
     shipped_tests = [f for f in files if f.startswith("tests/") or "test_" in f]
-    assert not shipped_tests and {f for f in files if f.startswith("benchmarks/")} == {"benchmarks/RESULTS.md"}
+    assert not shipped_tests, shipped_tests
+    assert {f for f in files if f.startswith("benchmarks/")} == {"benchmarks/RESULTS.md"}
     licence = sdist.extractfile(f"{top}/LICENSE").read().decode()
     assert licence.startswith("MIT License") and "the flask-reqctx authors" in licence
     info = email.parser.Parser().parsestr(sdist.extractfile(f"{top}/PKG-INFO").read().decode())
