@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 __all__: list[str] = []  # internal: flask_reqctx.tracing.to_chrome_trace is the public call
@@ -97,3 +97,16 @@ def chrome_trace(traces: Iterable[dict[str, Any]], out: str | IO[str] | None = N
     elif out is not None:
         json.dump(document, out)
     return document
+
+
+def chrome_trace_chunks(traces: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The JSON text of :func:`chrome_trace` for ``traces``, one context's events at a time
+    (the live view streams it: no whole document in memory, room for others in between)."""
+    now_us = time.monotonic_ns() / 1000
+    yield '{"traceEvents": ['
+    separator = ""
+    for trace in traces:
+        events = json.dumps(_context_events(trace, now_us))[1:-1]  # the list's members
+        yield separator + events
+        separator = ","
+    yield '], "displayTimeUnit": "ms"}'

@@ -236,7 +236,7 @@ class ReqCtx:
         if _option(app, self.options, "trace", False) or _option(app, self.options, "live_view", False):
             from . import tracing
 
-            if tracing.attach(app, settings, self.options):
+            if tracing.attach(app, settings, partial(_option, app, self.options)):
                 from . import liveview
 
                 liveview.register(app, partial(_option, app, self.options))

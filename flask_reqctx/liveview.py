@@ -2,8 +2,12 @@
 
 ``/_reqctx/`` (the prefix is ``REQCTX_LIVE_VIEW_PREFIX``) renders the contexts live now and the
 last finished requests as server-drawn SVG timelines; ``json`` has the same data and
-``chrome-trace.json`` the Chrome Trace Event Format (open it in Perfetto).  Only loopback
-clients that did not come through a proxy may look, unless ``REQCTX_LIVE_VIEW_TOKEN`` is set:
+``chrome-trace.json`` the Chrome Trace Event Format (open it in Perfetto).  Each shows the
+``?last=N`` finished requests (default ``REQCTX_LIVE_VIEW_SHOW``) and the ``?live=N`` oldest live
+contexts (the same default), and says how many there are: a hit does work for what it shows,
+and the JSON and Chrome trace are streamed a trace at a time, yielding to the worker's other
+requests in between (under gevent a switch through the hub), so a large answer never stalls them.
+Only loopback clients that did not come through a proxy may look, unless ``REQCTX_LIVE_VIEW_TOKEN`` is set:
 then the token is required from everyone (``?token=``, or an ``X-Reqctx-Token`` header), and
 anything else gets 403.  The page shows a context's data as the context holds it, so redacted
 header values stay ``[redacted]``; the raw WSGI environ is never read here.
@@ -16,12 +20,13 @@ import ipaddress
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, request
 
 from . import tracing
+from .chrometrace import chrome_trace_chunks
 from .context import get_request_context
 from .liveview_render import render_page
 from .registry import stats
@@ -61,37 +66,80 @@ class _LiveView:
         elif not _is_loopback(request.remote_addr) or any(h in request.headers for h in _PROXY_HEADERS):
             abort(403)
 
-    def data(self) -> dict[str, Any]:
-        live = tracing.live()
-        for trace in live:
-            trace["probable_leak"] = trace["age_ms"] > self.leak_after * 1000
+    def limits(self) -> tuple[int, int]:
+        """``(live, last)``: how many live contexts and finished requests to show."""
+        live = request.args.get("live", default=self.show, type=int)
+        last = request.args.get("last", default=self.show, type=int)
+        return max(0, live), max(0, last)
+
+    def head(self) -> dict[str, Any]:
+        live_count, finished_count = tracing.counts()
         return {
             "pid": os.getpid(),
             "time": time.time(),
             "leak_after_s": self.leak_after,
             "stats": stats(),
-            "live": live,
-            "finished": tracing.finished(),
+            "live_count": live_count,
+            "finished_count": finished_count,
         }
+
+    def live(self, limit: int) -> Iterator[dict[str, Any]]:
+        """The ``limit`` oldest live contexts' traces, one at a time, pausing after each."""
+        for trace in tracing.live_traces(limit):
+            data = trace.as_dict()
+            data["probable_leak"] = data["age_ms"] > self.leak_after * 1000
+            yield data
+            _pause()
+
+    @staticmethod
+    def finished(last: int) -> Iterator[dict[str, Any]]:
+        """The ``last`` finished requests' traces, newest first, pausing after each."""
+        for trace in tracing.finished_traces(last):
+            yield trace.as_dict()
+            _pause()
 
     def page(self) -> Response:
         refresh = request.args.get("refresh", type=float)
-        last = request.args.get("last", default=self.show, type=int)
-        token = request.args.get("token")
-        html = render_page(self.data(), last=max(0, last), refresh=refresh, token=token)
+        live, last = self.limits()
+        data = self.head() | {"live": list(self.live(live)), "finished": list(self.finished(last))}
+        html = render_page(data, refresh=refresh, token=request.args.get("token"))
         return self._respond(html, "text/html; charset=utf-8")
 
     def json(self) -> Response:
-        return self._respond(json.dumps(self.data()), "application/json")
+        live, last = self.limits()
+        return self._respond(self._json_chunks(live, last), "application/json")
+
+    def _json_chunks(self, live: int, last: int) -> Iterator[str]:
+        yield json.dumps(self.head())[:-1] + ', "live": ['
+        yield from _joined(json.dumps(trace) for trace in self.live(live))
+        yield '], "finished": ['
+        yield from _joined(json.dumps(trace) for trace in self.finished(last))
+        yield "]}"
 
     def chrome_trace(self) -> Response:
-        response = self._respond(json.dumps(tracing.to_chrome_trace()), "application/json")
+        live, last = self.limits()
+        traces = (trace for part in (self.live(live), self.finished(last)) for trace in part)
+        response = self._respond(chrome_trace_chunks(traces), "application/json")
         response.headers["Content-Disposition"] = f'attachment; filename="reqctx-{os.getpid()}.json"'
         return response
 
     @staticmethod
-    def _respond(body: str, mimetype: str) -> Response:
+    def _respond(body: str | Iterable[str], mimetype: str) -> Response:
         return Response(body, content_type=mimetype, headers=_SECURITY_HEADERS)
+
+
+def _joined(items: Iterable[str]) -> Iterator[str]:
+    """``items`` with a comma before each but the first (the members of a JSON list)."""
+    separator = ""
+    for item in items:
+        yield separator + item
+        separator = ","
+
+
+def _pause() -> None:
+    """Let the worker's other requests run: ``time.sleep(0)`` is a switch through the hub
+    under gevent's monkey-patching, and releases the GIL with threads."""
+    time.sleep(0)
 
 
 def register(app: Flask, option: Callable[[str, Any], Any]) -> None:

@@ -175,7 +175,13 @@ def finished_request(trace: dict[str, Any]) -> str:
     )
 
 
-def render_page(data: dict[str, Any], *, last: int, refresh: float | None, token: str | None) -> str:
+def _shown(shown: int, total: int) -> str:
+    return str(total) if shown >= total else f"the oldest {shown} of {total}: ?live=N shows more"
+
+
+def render_page(data: dict[str, Any], *, refresh: float | None, token: str | None) -> str:
+    """The page for ``data``: the live view's head (``live_count``, ``finished_count``, stats)
+    and the ``live`` and ``finished`` traces it chose to show, all drawn."""
     query = f"?token={quote(token)}" if token else ""
     live, done = data["live"], data["finished"]
     stats = data["stats"]
@@ -189,12 +195,12 @@ def render_page(data: dict[str, Any], *, last: int, refresh: float | None, token
         f'destroyed {stats["destroyed"]} · <a href="json{escape(query)}">JSON</a> · '
         f'<a href="chrome-trace.json{escape(query)}">Chrome trace (Perfetto)</a></p>',
         f'<p class="legend">{legend}</p>',
-        f'<section id="live"><h2>Live contexts ({len(live)})</h2>',
+        f'<section id="live"><h2>Live contexts ({_shown(len(live), data["live_count"])})</h2>',
         *(live_context(t, data["leak_after_s"]) for t in live),  # oldest first
         "" if live else '<p class="meta">none</p>',
-        f'</section><section id="finished"><h2>Last finished requests ({min(last, len(done))} of '
-        f"{len(done)} kept)</h2>",
-        *(finished_request(t) for t in done[:last]),
+        f'</section><section id="finished"><h2>Last finished requests ({len(done)} of '
+        f'{data["finished_count"]} kept)</h2>',
+        *(finished_request(t) for t in done),
         "</section>",
     ]
     head += f"<style>{STYLE}</style>"

@@ -16,10 +16,11 @@ the callbacks may run in any thread, greenlet or the gevent hub.
 
 from __future__ import annotations
 
+import heapq
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 from weakref import WeakKeyDictionary
 
@@ -27,6 +28,7 @@ from flask import Flask, got_request_exception, request, request_finished
 
 from .context import RequestContext, get_request_context
 from .hooks import create_hook
+from .state import holds_state
 from .unitinfo import Probe, creation_site, describe, install_thread_excepthook, site_text
 
 __all__ = ["enable", "execution_trace", "finished", "live", "to_chrome_trace"]
@@ -167,16 +169,29 @@ class _AppTracing:
         self.max_units, self.keep_data = max_units, keep_data
 
 
-#: Tracing settings per app, keyed by the app's extension settings (a context's origin).
-_apps: WeakKeyDictionary[Any, _AppTracing] = WeakKeyDictionary()
-#: For contexts made outside Flask (``create_request_context``) while tracing is on.
-_unowned = _AppTracing(DEFAULT_MAX_UNITS, keep_data=False)
-#: Live traces by ``id(context)`` (the trace holds the context, so the id is not reused).
-_live: dict[int, ContextTrace] = {}
-#: Live units by execution id: their trace, and their record (None once over the limit).
-_units: dict[int, tuple[ContextTrace, UnitRecord | None]] = {}
-_keep: int | None = None
-_finished: deque[ContextTrace] = deque(maxlen=0)  # sized by the first enable()
+class _Recorder:
+    """What tracing holds for the process: per-app settings, live traces and units, the ring."""
+
+    def __init__(self) -> None:
+        #: Tracing settings per app, keyed by the app's extension settings (a context's origin).
+        self.apps: WeakKeyDictionary[Any, _AppTracing] = WeakKeyDictionary()
+        #: For contexts made outside Flask (``create_request_context``) while tracing is on.
+        self.unowned = _AppTracing(DEFAULT_MAX_UNITS, keep_data=False)
+        #: Live traces by ``id(context)`` (the trace holds the context, so the id is not reused).
+        self.live: dict[int, ContextTrace] = {}
+        #: Live units by execution id: their trace, and their record (None once over the limit).
+        self.units: dict[int, tuple[ContextTrace, UnitRecord | None]] = {}
+        #: The ring's size: the largest any enable() asked for (None: never enabled).
+        self.keep: int | None = None
+        self.finished: deque[ContextTrace] = deque(maxlen=0)
+
+    def reset(self) -> None:
+        """Recording off, nothing recorded, no app traced (for tests)."""
+        _hook.disable()
+        self.__init__()  # type: ignore[misc]
+
+
+_recorder = holds_state(_Recorder())
 
 
 def _snapshot(context: RequestContext) -> dict[str, Any] | None:
@@ -204,34 +219,34 @@ def _on_init(eid: int, kind: str, trigger: int, resource: Any) -> None:
     now = _now()
     if isinstance(resource, RequestContext):  # a context's own unit: a request, or a job's context
         origin = getattr(resource, "_origin", None)
-        config = _apps.get(origin) if origin is not None else _unowned
+        config = _recorder.apps.get(origin) if origin is not None else _recorder.unowned
         if config is None:
             return
         trace = ContextTrace(resource, eid, kind, now, config)
         record = UnitRecord(eid, kind, trigger, now, root=True)
         trace.units.append(record)
         trace.alive.add(eid)
-        _units[eid] = (trace, record)
-        _live[id(resource)] = trace
+        _recorder.units[eid] = (trace, record)
+        _recorder.live[id(resource)] = trace
         return
     context = get_request_context()
-    trace = _live.get(id(context)) if context is not None else None  # type: ignore[assignment]
+    trace = _recorder.live.get(id(context)) if context is not None else None  # type: ignore[assignment]
     if trace is None or trace.context is not context:
         return
     trace.alive.add(eid)
     if len(trace.units) >= trace.config.max_units:
         trace.dropped += 1
-        _units[eid] = (trace, None)
+        _recorder.units[eid] = (trace, None)
         return
     record = UnitRecord(eid, kind, trigger, now)
     record.site = creation_site()
     record.label, record.ref, record.probe = describe(kind, resource)
     trace.units.append(record)
-    _units[eid] = (trace, record)
+    _recorder.units[eid] = (trace, record)
 
 
 def _on_destroy(eid: int) -> None:
-    entry = _units.pop(eid, None)
+    entry = _recorder.units.pop(eid, None)
     if entry is None:
         return
     trace, record = entry
@@ -245,14 +260,17 @@ def _on_destroy(eid: int) -> None:
 
 def _finish(trace: ContextTrace, now: int) -> None:
     context = trace.context
-    if context is None or _live.pop(id(context), None) is not trace:
+    if context is None or _recorder.live.pop(id(context), None) is not trace:
         return  # finished already (another thread saw the last unit end too)
     if trace.config.keep_data:
         trace.snapshot = _snapshot(context)
     trace.context = None
     trace.ended = now
+    # A set never shrinks: emptied, it keeps the table its largest fan-out needed (64 KB for
+    # 2,000 units alive at once).  A kept trace holds a fresh one, so it costs O(MAX_UNITS).
+    trace.alive = set()
     if not trace.discarded:
-        _finished.append(trace)
+        _recorder.finished.append(trace)
 
 
 _hook = create_hook(init=_on_init, destroy=_on_destroy)
@@ -263,7 +281,7 @@ _hook = create_hook(init=_on_init, destroy=_on_destroy)
 
 def _current_trace() -> ContextTrace | None:
     context = get_request_context()
-    return _live.get(id(context)) if context is not None else None
+    return _recorder.live.get(id(context)) if context is not None else None
 
 
 def _on_request_finished(sender: Flask, response: Any, **_extra: Any) -> None:
@@ -285,20 +303,17 @@ def _positive_int(app: Flask, key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def attach(app: Flask, settings: Any, options: dict[str, Any]) -> bool:
-    """Called by ``ReqCtx.init_app``: turn recording on for ``app`` if asked; True when the app
-    also wants the live view (which the extension then mounts)."""
-
-    def option(name: str, default: Any) -> Any:
-        return app.config.setdefault("REQCTX_" + name.upper(), options.get(name, default))
-
+def attach(app: Flask, settings: Any, option: Callable[[str, Any], Any]) -> bool:
+    """Called by ``ReqCtx.init_app``: turn recording on for ``app`` if asked (``option(name,
+    default)`` reads its settings); True when the app also wants the live view (which the
+    extension then mounts)."""
     live_view = bool(option("live_view", False))
     if not (option("trace", False) or live_view):
         return False
     max_units = _positive_int(app, "REQCTX_TRACE_MAX_UNITS", option("trace_max_units", DEFAULT_MAX_UNITS), 1)
     keep = _positive_int(app, "REQCTX_TRACE_KEEP", option("trace_keep", DEFAULT_KEEP), 0)
     enable(keep)
-    _apps[settings] = _AppTracing(max_units, keep_data=live_view)
+    _recorder.apps[settings] = _AppTracing(max_units, keep_data=live_view)
     request_finished.connect(_on_request_finished, app)
     got_request_exception.connect(_on_request_exception, app)
     return live_view
@@ -307,17 +322,16 @@ def attach(app: Flask, settings: Any, options: dict[str, Any]) -> bool:
 def enable(keep: int = DEFAULT_KEEP) -> None:
     """Start recording (also the contexts ``create_request_context`` makes); the ring of finished
     traces keeps the largest ``keep`` asked for.  ``ReqCtx`` calls it for traced apps."""
-    global _finished, _keep
-    if _keep is None or keep > _keep:
-        _keep = keep
-        _finished = deque(_finished, maxlen=keep)
+    if _recorder.keep is None or keep > _recorder.keep:
+        _recorder.keep = keep
+        _recorder.finished = deque(_recorder.finished, maxlen=keep)
     install_thread_excepthook()
     _hook.enable()
 
 
 def discard(context: RequestContext | None) -> None:
     """Record ``context`` no further into the ring (the live view's own requests)."""
-    trace = _live.get(id(context)) if context is not None else None
+    trace = _recorder.live.get(id(context)) if context is not None else None
     if trace is not None:
         trace.discarded = True
 
@@ -335,24 +349,47 @@ def execution_trace(context: RequestContext | None = None) -> dict[str, Any] | N
         context = get_request_context()
         if context is None:
             return None
-    found = _live.get(id(context))
+    found = _recorder.live.get(id(context))
     if found is None or found.context is not context:
-        found = next((t for t in reversed(_finished) if t.context_ref() is context), None)
+        found = next((t for t in reversed(_recorder.finished) if t.context_ref() is context), None)
     return found.as_dict() if found is not None else None
 
 
-def live() -> list[dict[str, Any]]:
-    """Traces of the contexts live now (some unit still holds them), oldest first."""
+def live(limit: int | None = None) -> list[dict[str, Any]]:
+    """Traces of the contexts live now (some unit still holds them), oldest first (the
+    ``limit`` oldest, when given)."""
     now = _now()
-    traces = sorted(list(_live.values()), key=lambda t: t.start)
-    return [t.as_dict(now) for t in traces if not t.discarded]
+    return [trace.as_dict(now) for trace in live_traces(limit)]
 
 
 def finished(last: int | None = None) -> list[dict[str, Any]]:
     """The ring of finished traces, most recent first (at most ``last`` of them)."""
-    traces = list(_finished)
+    return [trace.as_dict() for trace in finished_traces(last)]
+
+
+def live_traces(limit: int | None = None) -> list[ContextTrace]:
+    """The recorded live traces, oldest first (the ``limit`` oldest): for a reader that turns
+    them into data one at a time (the live view); :func:`live` is the data."""
+    traces = [trace for trace in list(_recorder.live.values()) if not trace.discarded]
+    if limit is None:
+        return sorted(traces, key=_started)
+    return heapq.nsmallest(max(limit, 0), traces, key=_started)
+
+
+def finished_traces(last: int | None = None) -> list[ContextTrace]:
+    """The ring's traces, most recent first (at most ``last``); :func:`finished` is the data."""
+    traces = list(_recorder.finished)  # a copy of references, taken in C: no lock needed
     traces.reverse()
-    return [t.as_dict() for t in traces[:last]]
+    return traces[: None if last is None else max(last, 0)]
+
+
+def counts() -> tuple[int, int]:
+    """How many traces are live (not counting the live view's own) and how many finished are kept."""
+    return sum(1 for trace in list(_recorder.live.values()) if not trace.discarded), len(_recorder.finished)
+
+
+def _started(trace: ContextTrace) -> int:
+    return trace.start
 
 
 def to_chrome_trace(
