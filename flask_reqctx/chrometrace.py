@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 __all__: list[str] = []  # internal: flask_reqctx.tracing.to_chrome_trace is the public call
@@ -29,47 +29,45 @@ def unit_title(unit: dict[str, Any]) -> str:
     return title
 
 
-def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]]:
+def _context_events(trace: dict[str, Any], now_us: float) -> Iterator[dict[str, Any]]:
+    """A context's events, made one unit at a time: a reader that serialises each at once
+    holds none of them (the live view's stream leaves the garbage collector nothing to do)."""
     pid = trace["eid"]
     t0 = trace["start_ns"] / 1000
     title = " ".join(str(part) for part in (trace.get("method"), trace.get("path")) if part)
-    events: list[dict[str, Any]] = [
-        {
-            "ph": "M",
-            "name": "process_name",
-            "pid": pid,
-            "tid": 0,
-            "args": {"name": f"{title or trace['kind']} {trace['request_id']}"},
-        },
-        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}},
-    ]
+    yield {
+        "ph": "M",
+        "name": "process_name",
+        "pid": pid,
+        "tid": 0,
+        "args": {"name": f"{title or trace['kind']} {trace['request_id']}"},
+    }
+    yield {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}}
     for unit in trace["units"]:
         tid = unit["eid"]
         start = t0 + unit["start_ms"] * 1000
         alive = unit["end_ms"] is None
         end = now_us if alive else t0 + unit["end_ms"] * 1000
         args = {key: unit[key] for key in ("eid", "trigger", "site", "function") if unit.get(key) is not None}
-        events += [
-            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": unit_title(unit)}},
-            {
-                "ph": "B",
-                "name": unit_title(unit),
-                "cat": unit["kind"],
-                "pid": pid,
-                "tid": tid,
-                "ts": start,
-                "args": args,
-            },
-            {
-                "ph": "E",
-                "pid": pid,
-                "tid": tid,
-                "ts": max(end, start),
-                "args": {"outcome": unit["outcome"], "error": unit.get("error"), "alive": alive},
-            },
-        ]
+        yield {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": unit_title(unit)}}
+        yield {
+            "ph": "B",
+            "name": unit_title(unit),
+            "cat": unit["kind"],
+            "pid": pid,
+            "tid": tid,
+            "ts": start,
+            "args": args,
+        }
+        yield {
+            "ph": "E",
+            "pid": pid,
+            "tid": tid,
+            "ts": max(end, start),
+            "args": {"outcome": unit["outcome"], "error": unit.get("error"), "alive": alive},
+        }
     if trace.get("dropped"):
-        events.append(
+        yield (
             {
                 "ph": "i",
                 "s": "p",
@@ -79,7 +77,6 @@ def _context_events(trace: dict[str, Any], now_us: float) -> list[dict[str, Any]
                 "ts": t0,
             }
         )
-    return events
 
 
 def chrome_trace(traces: Iterable[dict[str, Any]], out: str | IO[str] | None = None) -> dict[str, Any]:
@@ -99,14 +96,29 @@ def chrome_trace(traces: Iterable[dict[str, Any]], out: str | IO[str] | None = N
     return document
 
 
-def chrome_trace_chunks(traces: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """The JSON text of :func:`chrome_trace` for ``traces``, one context's events at a time
-    (the live view streams it: no whole document in memory, room for others in between)."""
+def chrome_trace_chunks(
+    traces: Iterable[dict[str, Any]], pause: Callable[[], None] | None = None
+) -> Iterator[str]:
+    """The JSON text of :func:`chrome_trace` for ``traces``, a few hundred events at a time,
+    calling ``pause`` between two (the live view streams it: no whole document in memory,
+    and the worker's other requests run in between)."""
     now_us = time.monotonic_ns() / 1000
+    encode = json.JSONEncoder().encode
     yield '{"traceEvents": ['
     separator = ""
+    chunk: list[str] = []
     for trace in traces:
-        events = json.dumps(_context_events(trace, now_us))[1:-1]  # the list's members
-        yield separator + events
-        separator = ","
+        for event in _context_events(trace, now_us):
+            chunk.append(encode(event))  # text: the event itself is freed at once
+            if len(chunk) == _EVENTS_PER_CHUNK:
+                yield separator + ",".join(chunk)
+                separator, chunk = ",", []
+                if pause is not None:
+                    pause()
+    if chunk:
+        yield separator + ",".join(chunk)
     yield '], "displayTimeUnit": "ms"}'
+
+
+#: Events serialised between two pauses (three per unit).
+_EVENTS_PER_CHUNK = 600

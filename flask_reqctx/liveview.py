@@ -83,25 +83,27 @@ class _LiveView:
             "finished_count": finished_count,
         }
 
-    def live(self, limit: int) -> Iterator[dict[str, Any]]:
-        """The ``limit`` oldest live contexts' traces, one at a time, pausing after each."""
+    def live(self, limit: int, pace: _Pacer) -> Iterator[dict[str, Any]]:
+        """The ``limit`` oldest live contexts' traces, one at a time, paced."""
         for trace in tracing.live_traces(limit):
+            pace()
             data = trace.as_dict()
             data["probable_leak"] = data["age_ms"] > self.leak_after * 1000
             yield data
-            _pause()
 
     @staticmethod
-    def finished(last: int) -> Iterator[dict[str, Any]]:
-        """The ``last`` finished requests' traces, newest first, pausing after each."""
+    def finished(last: int, pace: _Pacer) -> Iterator[dict[str, Any]]:
+        """The ``last`` finished requests' traces, newest first, one at a time, paced."""
         for trace in tracing.finished_traces(last):
+            pace()
             yield trace.as_dict()
-            _pause()
 
     def page(self) -> Response:
         refresh = request.args.get("refresh", type=float)
         live, last = self.limits()
-        data = self.head() | {"live": list(self.live(live)), "finished": list(self.finished(last))}
+        pace = _Pacer()
+        shown = {"live": list(self.live(live, pace)), "finished": list(self.finished(last, pace))}
+        data = self.head() | shown
         html = render_page(data, refresh=refresh, token=request.args.get("token"))
         return self._respond(html, "text/html; charset=utf-8")
 
@@ -110,16 +112,18 @@ class _LiveView:
         return self._respond(self._json_chunks(live, last), "application/json")
 
     def _json_chunks(self, live: int, last: int) -> Iterator[str]:
+        pace = _Pacer()
         yield json.dumps(self.head())[:-1] + ', "live": ['
-        yield from _joined(json.dumps(trace) for trace in self.live(live))
+        yield from _joined(json.dumps(trace) for trace in self.live(live, pace))
         yield '], "finished": ['
-        yield from _joined(json.dumps(trace) for trace in self.finished(last))
+        yield from _joined(json.dumps(trace) for trace in self.finished(last, pace))
         yield "]}"
 
     def chrome_trace(self) -> Response:
         live, last = self.limits()
-        traces = (trace for part in (self.live(live), self.finished(last)) for trace in part)
-        response = self._respond(chrome_trace_chunks(traces), "application/json")
+        pace = _Pacer()
+        traces = (trace for part in (self.live(live, pace), self.finished(last, pace)) for trace in part)
+        response = self._respond(chrome_trace_chunks(traces, pace), "application/json")
         response.headers["Content-Disposition"] = f'attachment; filename="reqctx-{os.getpid()}.json"'
         return response
 
@@ -136,10 +140,26 @@ def _joined(items: Iterable[str]) -> Iterator[str]:
         separator = ","
 
 
-def _pause() -> None:
-    """Let the worker's other requests run: ``time.sleep(0)`` is a switch through the hub
-    under gevent's monkey-patching, and releases the GIL with threads."""
-    time.sleep(0)
+class _Pacer:
+    """Lets the worker's other requests run once a live-view response has worked for
+    :data:`_SLICE_S`: a short ``time.sleep``, which under gevent's monkey-patching waits for
+    the next turn of the event loop (its timers and IO run; ``sleep(0)`` would only run
+    greenlets already scheduled) and with threads gives up the GIL."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = time.perf_counter()
+
+    def __call__(self) -> None:
+        if time.perf_counter() - self.since >= _SLICE_S:
+            time.sleep(_PAUSE_S)
+            self.since = time.perf_counter()
+
+
+#: Work between two pauses, and the pause (a turn of the event loop, at least).
+_SLICE_S = 0.01
+_PAUSE_S = 0.0005
 
 
 def register(app: Flask, option: Callable[[str, Any], Any]) -> None:
