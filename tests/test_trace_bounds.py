@@ -44,7 +44,8 @@ def test_kept_traces_hold_o_max_units_whatever_the_fan_out():
     before = run(5)  # the allocator's peak for one request is reached here
     after = run(KEEP + 5)  # the ring is full of big fan-outs
     kept = [t for t in tracing.finished() if t["request_id"] == "fan-out-bound"]
-    assert len(kept) == KEEP and all(t["dropped"] == FANOUT + 1 - 20 for t in kept)
+    # at least KEEP: the ring is as large as the largest KEEP any app of the process asked for
+    assert len(kept) >= KEEP and all(t["dropped"] == FANOUT + 1 - 20 for t in kept)
     growth = after - before
     print(f"RSS growth over {KEEP} kept traces of {FANOUT}-greenlet requests: {growth / 1e6:.2f} MB")
     assert growth < 1_000_000, growth
