@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -133,3 +134,12 @@ def timed(fn: Callable[[], Any]) -> float:
     start = clock()
     fn()
     return clock() - start
+
+
+def export_package(rev: str, into: str) -> str:
+    """The package as it is at git revision ``rev`` (``git archive``), extracted into ``into``
+    (a folder to put on ``PYTHONPATH``): for a before/after in one run."""
+    command = ["git", "-C", REPO, "archive", rev, "flask_reqctx"]
+    archive = subprocess.run(command, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
+    return into

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from _common import QUICK, REPO, emit, row
+from _common import QUICK, REPO, emit, export_package, row
 
 GOAL_MS = 60.0
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 5
@@ -52,20 +52,13 @@ def import_times(module: str, tree: str) -> tuple[float, dict[str, int]]:
     return total_us / 1000, own
 
 
-def export_tree(rev: str, into: str) -> str:
-    command = ["git", "-C", REPO, "archive", rev, "flask_reqctx"]
-    archive = subprocess.run(command, capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
-    return into
-
-
 def main() -> None:
     rounds = 2 if QUICK else ROUNDS
     section = f"import cost over `import flask` (-X importtime, best of {rounds})"
     trees = {"now": REPO}
     with tempfile.TemporaryDirectory() as old_tree:
         if BASELINE_REV is not None:
-            trees = {f"at {BASELINE_REV}": export_tree(BASELINE_REV, old_tree), **trees}
+            trees = {f"at {BASELINE_REV}": export_package(BASELINE_REV, old_tree), **trees}
         # Interleaved, so a noisy stretch of time hits every measurement rather than one.
         flask_ms = float("inf")
         flask_modules: set[str] = set()

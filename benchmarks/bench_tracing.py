@@ -29,7 +29,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import gevent
-from _common import QUICK, REPO, clock, compared, emit, median, row
+from _common import QUICK, REPO, clock, compared, emit, export_package, median, row
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
@@ -103,22 +103,13 @@ def instructions(variant: str, path: str, n: int, tree: str = REPO) -> int:
     return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
 
 
-def export_tree(rev: str, into: str) -> str:
-    """The package as it is at ``rev`` (``git archive``), for the "before tracing" baseline."""
-    archive = subprocess.run(
-        ["git", "-C", REPO, "archive", rev, "flask_reqctx"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
-    return into
-
-
 def callgrind_rows() -> tuple[list[dict], list[str]]:
     if shutil.which("valgrind") is None:
         return [], ["tracing instructions: skipped, valgrind is not installed"]
     jobs = [(v, p, n, REPO) for p in REQUESTS for v in VARIANTS for n in (0, REQUESTS[p])]
     with tempfile.TemporaryDirectory() as old_tree:
         if BASELINE_REV is not None:
-            export_tree(BASELINE_REV, old_tree)
+            export_package(BASELINE_REV, old_tree)
             jobs += [("off", p, n, old_tree) for p in REQUESTS for n in (0, REQUESTS[p])]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))

@@ -44,6 +44,7 @@ from .context import RequestContext, current_context
 from .ids import is_valid_request_id, log_rejected
 from .outgoing import DEFAULT_OUTGOING_HEADER
 from .registry import close_request_context, create_request_context
+from .state import holds_state
 from .tracecontext import TraceContext
 
 __all__ = ["init_celery"]
@@ -61,9 +62,35 @@ _running: ContextVar[tuple[str | None, RequestContext] | None] = ContextVar(
     "flask_reqctx.celery.running", default=None
 )
 
-_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
-_lock = threading.Lock()
-_connected = False
+#: The signal receivers' ``dispatch_uid``.
+_UID = "flask_reqctx.celery"
+
+
+class _Hookup:
+    """The apps whose tasks get contexts, and whether Celery's signals are connected (with
+    the result drainer's original ``start``, restored by :meth:`reset`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.apps: weakref.WeakSet[Celery] = weakref.WeakSet()
+        self.connected = False
+        self.drainer_start: tuple[Any, Any] | None = None  # (class, its own start)
+
+    def reset(self) -> None:
+        """Disconnect from Celery, as before the first :func:`init_celery` (for tests)."""
+        with self.lock:
+            if self.connected:
+                signals.before_task_publish.disconnect(dispatch_uid=_UID)
+                signals.task_prerun.disconnect(dispatch_uid=_UID)
+                signals.task_postrun.disconnect(dispatch_uid=_UID)
+            if self.drainer_start is not None:
+                drainer, start = self.drainer_start
+                drainer.start = start
+            self.apps = weakref.WeakSet()
+            self.connected, self.drainer_start = False, None
+
+
+_hookup = holds_state(_Hookup())
 
 
 def init_celery(celery_app: Celery) -> None:
@@ -72,22 +99,20 @@ def init_celery(celery_app: Celery) -> None:
     Call it where the tasks are defined, so that the web processes (which send) and the
     workers (which run) both do.
     """
-    global _connected
     if not isinstance(celery_app, Celery):
         raise TypeError(f"init_celery expects a celery.Celery app, not {type(celery_app).__name__}")
-    _apps.add(celery_app)
-    with _lock:
-        if _connected:
+    _hookup.apps.add(celery_app)
+    with _hookup.lock:
+        if _hookup.connected:
             return
-        uid = "flask_reqctx.celery"
-        signals.before_task_publish.connect(_add_headers, weak=False, dispatch_uid=uid)
-        signals.task_prerun.connect(_enter_task, weak=False, dispatch_uid=uid)
-        signals.task_postrun.connect(_leave_task, weak=False, dispatch_uid=uid)
-        _detach_result_drainer()
-        _connected = True
+        signals.before_task_publish.connect(_add_headers, weak=False, dispatch_uid=_UID)
+        signals.task_prerun.connect(_enter_task, weak=False, dispatch_uid=_UID)
+        signals.task_postrun.connect(_leave_task, weak=False, dispatch_uid=_UID)
+        _hookup.drainer_start = _detach_result_drainer()
+        _hookup.connected = True
 
 
-def _detach_result_drainer() -> None:
+def _detach_result_drainer() -> tuple[Any, Any] | None:
     """Celery's gevent result drainer must not inherit the context of the request that
     happens to start it.
 
@@ -95,12 +120,13 @@ def _detach_result_drainer() -> None:
     the first time a result is watched (``res.then()``, e.g. by a group's ``apply_async``)
     and it runs for as long as the process: spawned from a request, it would keep that
     request's context forever (never destroyed, ``live`` never back to 0).  It is started
-    from an empty ``contextvars`` context instead, as plain gevent would.
+    from an empty ``contextvars`` context instead, as plain gevent would.  Returns the
+    drainer class and its own ``start``, for :meth:`_Hookup.reset`.
     """
     try:
         from celery.backends.asynchronous import greenletDrainer  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - a Celery without it
-        return
+        return None
     original_start = greenletDrainer.start
 
     @functools.wraps(original_start)
@@ -111,6 +137,7 @@ def _detach_result_drainer() -> None:
             Context().run(original_start, self)
 
     greenletDrainer.start = start
+    return greenletDrainer, original_start
 
 
 def _add_headers(headers: dict[str, Any] | None = None, **_ignored: Any) -> None:
@@ -132,7 +159,7 @@ def _header(request: Any, name: str) -> Any:
 
 def _enter_task(task: Any = None, task_id: str | None = None, **_ignored: Any) -> None:
     """``task_prerun``: bind a context made for this task run."""
-    if task is None or getattr(task, "app", None) not in _apps:
+    if task is None or getattr(task, "app", None) not in _hookup.apps:
         return
     request = task.request
     if request.is_eager and current_context.get() is not None:

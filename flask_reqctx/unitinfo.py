@@ -19,6 +19,8 @@ from types import CodeType, FrameType
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from .state import holds_state
+
 __all__: list[str] = []  # internal: read by flask_reqctx.tracing
 
 #: Attribute a traced thread carries so the excepthook can mark it raised.
@@ -39,21 +41,54 @@ def _skipped_places() -> tuple[tuple[str, ...], frozenset[str]]:
     return tuple(os.path.join(os.path.abspath(d), "") for d in dirs), files
 
 
-_SKIP_DIRS, _SKIP_FILES = _skipped_places()
-#: co_filename -> is machinery; bounded by the number of source files.
-_skip: dict[str, bool] = {}
+class _Knowledge:
+    """What this module learns as units are described: which source files are machinery (by
+    ``co_filename``: bounded by the number of source files), what each pool job runs (until its
+    init reads it; weak keys), and greenlet's raw getters (bound once gevent is loaded)."""
+
+    def __init__(self) -> None:
+        self.skip: dict[str, bool] = {}
+        #: The machinery's folders and files, found on the first creation site asked for.
+        self.places: tuple[tuple[str, ...], frozenset[str]] | None = None
+        #: What a pool job runs, where its resource (a Future, an AsyncResult) does not say:
+        #: its label, noted at submit while hooks are enabled, taken by describe().
+        self.job_labels: WeakKeyDictionary[Any, str | None] = WeakKeyDictionary()
+        self.greenlet_state: _GreenletState | None = None
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class _GreenletState:
+    """Whether a greenlet is dead or active, read without gevent's own properties (which
+    differ for a greenlet that never ran), and gevent's exit exception."""
+
+    def __init__(self) -> None:
+        import greenlet
+        from gevent import GreenletExit
+
+        self.dead: Callable[[Any], bool] = greenlet.greenlet.dead.__get__
+        self.active: Callable[[Any], bool] = greenlet.greenlet.__bool__
+        self.exit: type[BaseException] = GreenletExit
+
+
+_known = holds_state(_Knowledge())
 
 
 def creation_site() -> tuple[CodeType, int] | None:
     """``(code, line)`` of the innermost frame outside the propagation machinery, or None."""
     frame: FrameType | None = sys._getframe(2)
-    skip = _skip
+    skip = _known.skip
+    places = _known.places
+    if places is None:
+        places = _known.places = _skipped_places()
+    skip_dirs, skip_files = places
     while frame is not None:
         filename = frame.f_code.co_filename
         machinery = skip.get(filename)
         if machinery is None:
             path = os.path.abspath(filename)  # a sys.path entry like "tests/.." leaves ".." in it
-            machinery = skip[filename] = path in _SKIP_FILES or path.startswith(_SKIP_DIRS)
+            machinery = skip[filename] = path in skip_files or path.startswith(skip_dirs)
         if not machinery:
             return frame.f_code, frame.f_lineno
         frame = frame.f_back
@@ -80,32 +115,19 @@ def _qualname(fn: Any) -> str | None:
 def _greenlet_outcome(greenlet: Any) -> tuple[str, str | None]:
     if greenlet is None:
         return "collected", None
+    state = _known.greenlet_state
+    if state is None:  # gevent is loaded by now: a greenlet of it is being described
+        state = _known.greenlet_state = _GreenletState()
     # Destroy fires as the greenlet's ``run`` returns (still running) or when a greenlet that
     # never ran is freed: never switched to means neither dead nor running.
-    if not (_raw_dead(greenlet) or _raw_active(greenlet)):
+    if not (state.dead(greenlet) or state.active(greenlet)):
         return "never started", None
     error = greenlet.exception
     if error is not None:
         return "raised", type(error).__name__
-    if isinstance(greenlet.value, _GreenletExit):
+    if isinstance(greenlet.value, state.exit):
         return "killed", None
     return "returned", None
-
-
-def _raw_dead_unset(greenlet: Any) -> bool:
-    """First call: bind the raw greenlet ``dead`` getter and ``GreenletExit`` (gevent is loaded by then)."""
-    global _raw_dead, _raw_active, _GreenletExit
-    import greenlet as greenlet_module
-    from gevent import GreenletExit
-
-    _raw_dead, _GreenletExit = greenlet_module.greenlet.dead.__get__, GreenletExit
-    _raw_active = greenlet_module.greenlet.__bool__
-    return bool(_raw_dead(greenlet))
-
-
-_raw_dead: Callable[[Any], bool] = _raw_dead_unset
-_raw_active: Callable[[Any], bool] = bool
-_GreenletExit: type[BaseException] = BaseException
 
 
 def _thread_outcome(thread: Any) -> tuple[str, str | None]:
@@ -117,14 +139,9 @@ def _thread_outcome(thread: Any) -> tuple[str, str | None]:
     return ("raised", error) if error is not None else ("returned", None)
 
 
-#: What a pool job runs, where its resource (a Future, an AsyncResult) does not say: its label,
-#: noted at submit while hooks are enabled, taken by describe(); weak keys, so nothing is kept.
-_job_labels: WeakKeyDictionary[Any, str | None] = WeakKeyDictionary()
-
-
 def note_job(resource: Any, fn: Any) -> None:
     """Record that the job whose submit returned ``resource`` runs ``fn`` (for its label)."""
-    _job_labels[resource] = _qualname(fn) or _qualname(type(fn))
+    _known.job_labels[resource] = _qualname(fn) or _qualname(type(fn))
 
 
 def _future_outcome(future: Any) -> tuple[str, str | None]:
@@ -171,14 +188,14 @@ def describe(kind: str, resource: Any) -> tuple[str | None, weakref.ref[Any] | N
         return resource.name, weakref.ref(resource), _thread_outcome
     futures = sys.modules.get("concurrent.futures")
     if futures is not None and isinstance(resource, futures.Future):
-        return _job_labels.pop(resource, None), weakref.ref(resource), _future_outcome
+        return _known.job_labels.pop(resource, None), weakref.ref(resource), _future_outcome
     aio = sys.modules.get("asyncio")
     if aio is not None and isinstance(resource, aio.Future):  # a Task, or a task factory's future
         get_coro = getattr(resource, "get_coro", None)
         return _qualname(get_coro()) if get_coro is not None else None, weakref.ref(resource), _task_outcome
     event = sys.modules.get("gevent.event")
     if event is not None and isinstance(resource, event.AsyncResult):
-        return _job_labels.pop(resource, None), weakref.ref(resource), _result_outcome
+        return _known.job_labels.pop(resource, None), weakref.ref(resource), _result_outcome
     if kind == "task":
         return _qualname(resource), None, None
     return _qualname(resource) or _qualname(type(resource)), None, None

@@ -33,18 +33,30 @@ import requests
 
 from ..context import current_context
 from ..outgoing import outgoing_headers
+from ..state import holds_state
 
 __all__ = ["install", "installed", "uninstall"]
 
 log = logging.getLogger("flask_reqctx")
 
-_lock = threading.Lock()
-_original_send: Callable[..., Any] | None = None
-_should_propagate: Callable[[requests.PreparedRequest], bool] | None = None
+class _Installation:
+    """``requests.Session.send`` as it was before :func:`install` (None: not installed), and
+    the ``should_propagate`` predicate; :meth:`reset` is :func:`uninstall`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.original_send: Callable[..., Any] | None = None
+        self.should_propagate: Callable[[requests.PreparedRequest], bool] | None = None
+
+    def reset(self) -> None:
+        uninstall()
+
+
+_installation = holds_state(_Installation())
 
 
 def installed() -> bool:
-    return _original_send is not None
+    return _installation.original_send is not None
 
 
 def install(should_propagate: Callable[[requests.PreparedRequest], bool] | None = None) -> None:
@@ -52,10 +64,9 @@ def install(should_propagate: Callable[[requests.PreparedRequest], bool] | None 
 
     A second call only replaces ``should_propagate``.
     """
-    global _original_send, _should_propagate
-    with _lock:
-        _should_propagate = should_propagate
-        if _original_send is not None:
+    with _installation.lock:
+        _installation.should_propagate = should_propagate
+        if _installation.original_send is not None:
             return
         original = requests.Session.send
 
@@ -66,21 +77,20 @@ def install(should_propagate: Callable[[requests.PreparedRequest], bool] | None 
                 _add_headers(context, request)
             return original(self, request, **kwargs)
 
-        _original_send = original
+        _installation.original_send = original
         requests.Session.send = send  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     """Restore ``requests.Session.send``."""
-    global _original_send, _should_propagate
-    with _lock:
-        if _original_send is not None:
-            requests.Session.send = _original_send  # type: ignore[method-assign]
-        _original_send = _should_propagate = None
+    with _installation.lock:
+        if _installation.original_send is not None:
+            requests.Session.send = _installation.original_send  # type: ignore[method-assign]
+        _installation.original_send = _installation.should_propagate = None
 
 
 def _add_headers(context: Any, request: requests.PreparedRequest) -> None:
-    predicate = _should_propagate
+    predicate = _installation.should_propagate
     if predicate is not None:
         try:
             if not predicate(request):
