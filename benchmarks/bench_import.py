@@ -4,8 +4,10 @@ Each measurement is a fresh interpreter running ``python -X importtime -c "impor
 cost is the sum of the cumulative times of the top-level imports it reports (everything the
 statement loaded, interpreter start-up left out).  Best of 5 for ``import flask`` and for
 ``import flask_reqctx``; the figure is their difference.  On a busy machine that difference
-is noisy, so a second figure is read off the ``import flask_reqctx`` runs alone: the self
-times of the modules that ``import flask`` does not load (best of 5).  ``--baseline-rev REV``
+is noisy (wall-clock times count whatever else the machine runs: on a busy one the difference
+can even come out negative), so a second figure is read off the ``import flask_reqctx`` runs
+alone: the self times of the modules that ``import flask`` does not load (best of 5), and the
+notes name those modules.  ``--baseline-rev REV``
 also measures the package as it is at git revision REV (exported with ``git archive``).
 
     python benchmarks/bench_import.py [--baseline-rev REV] [--rounds N]
