@@ -93,7 +93,11 @@ def test_each_submodule_exports_only_what_the_readme_documents():
         for name in exported:
             assert hasattr(module, name), (info.name, name)
         documented = DOCUMENTED_SUBMODULES.get(info.name)
-        if documented is None:
+        if documented is None and info.name.startswith("flask_reqctx.integrations."):
+            # one module per library: the README names it and what it exports
+            assert info.name in readme, info.name
+            assert all(f"`{name}`" in readme or f"{name}(" in readme for name in exported), info.name
+        elif documented is None:
             # flask_reqctx's own names, re-exported from where they are defined, or nothing
             assert exported <= set(flask_reqctx.__all__), (info.name, sorted(exported))
         else:
