@@ -78,7 +78,7 @@ class PostgresServer:
                 shutil.chown(path, "postgres", "postgres")
         initdb = [f"{bin_dir}/initdb", "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"]
         done = subprocess.run(
-            self._as_owner(initdb), capture_output=True, text=True, timeout=120, check=False
+            self._as_owner(initdb), cwd=self.root, capture_output=True, text=True, timeout=120, check=False
         )
         if done.returncode != 0:
             raise ServerError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
@@ -88,7 +88,11 @@ class PostgresServer:
             cmd += ["-c", f"{name}={value}"]
         with open(self._log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self._as_owner(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._as_owner(cmd),
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             self._wait_ready()
