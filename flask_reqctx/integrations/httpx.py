@@ -56,6 +56,7 @@ _installation = holds_state(_Installation())
 
 
 def installed() -> bool:
+    """Whether :func:`install` is in effect."""
     return _installation.sync_send is not None
 
 

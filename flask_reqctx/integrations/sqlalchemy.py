@@ -58,6 +58,7 @@ def detach(engine: Engine) -> None:
 
 
 def attached(engine: Engine) -> bool:
+    """Whether ``engine`` is attached."""
     return event.contains(engine, "before_cursor_execute", _comment_statement)
 
 
