@@ -19,7 +19,7 @@ from servers import GunicornServer, run_load
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from flask_reqctx import ReqCtx, create_request_context, get_request_context
+from flask_reqctx import ReqCtx, RequestContext, create_request_context, get_request_context
 from flask_reqctx.integrations import sqlalchemy as reqctx_sqlalchemy
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -149,6 +149,15 @@ def test_hostile_values_by_hand(engine):
         # the server ran one statement (a closed comment would have run DROP: no such table)
         assert query.startswith("SELECT current_query() /*request_id=")
         assert parse_comment(query)["tracestate"] == f"k={value}"
+
+
+def test_an_id_made_by_hand_is_encoded_whole():
+    """``RequestContext`` is public: one built with an id outside the rule still cannot close
+    the comment."""
+    ctx = RequestContext("x*/ DROP TABLE t; --'\n")
+    comment = reqctx_sqlalchemy.sqlcommenter_comment(ctx)
+    assert comment.startswith("/*request_id='x%2A%2F%20DROP%20TABLE%20t%3B%20--%27%0A',traceparent='00-")
+    assert parse_comment("SELECT 1 " + comment)["request_id"] == ctx.request_id
 
 
 # -- where a DBA looks -------------------------------------------------------------------------

@@ -36,12 +36,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from ..context import RequestContext, get_request_context
-from ..outgoing import outgoing_headers
+from ..ids import is_valid_request_id
 
 __all__ = ["attach", "attached", "detach", "sqlcommenter_comment"]
 
-#: outgoing_headers() names -> sqlcommenter keys (the request-id header's name is the app's)
-_TRACE_KEYS = ("traceparent", "tracestate")
 _PERCENT_PARAMSTYLES = frozenset({"format", "pyformat"})
 
 
@@ -63,14 +61,23 @@ def attached(engine: Engine) -> bool:
 
 
 def sqlcommenter_comment(context: RequestContext) -> str:
-    """``/*request_id='...',traceparent='...'[,tracestate='...']*/`` for ``context``."""
-    headers = outgoing_headers(context)
-    pairs = {"request_id": context.request_id}
-    for key in _TRACE_KEYS:
-        if key in headers:
-            pairs[key] = headers[key]
-    # the keys are ours and need no encoding; the values are encoded whole (``safe=""``)
-    return "/*" + ",".join(f"{key}='{quote(value, safe='')}'" for key, value in sorted(pairs.items())) + "*/"
+    """``/*request_id='...',traceparent='...'[,tracestate='...']*/`` for ``context``.
+
+    The keys are fixed and already in order.  A request id passes the id rule, whose only
+    character outside URL-encoding's unreserved set is ``:`` (so one ``replace`` is its
+    encoding); a ``traceparent`` is hex digits and dashes; a ``tracestate`` is encoded whole.
+    """
+    trace = context.trace.headers()
+    request_id = context.request_id
+    if is_valid_request_id(request_id):
+        request_id = request_id.replace(":", "%3A")
+    else:  # not made by this package: encode it all the same
+        request_id = quote(request_id, safe="")
+    comment = f"/*request_id='{request_id}',traceparent='{trace['traceparent']}'"
+    state = trace.get("tracestate")
+    if state:
+        comment += f",tracestate='{quote(state, safe='')}'"
+    return comment + "*/"
 
 
 def _comment_statement(

@@ -1,0 +1,221 @@
+"""What each integration adds to the call it wraps, beside the bare call, in one run.
+
+Every figure is measured inside a request context (``create_request_context``), where the
+integration does its work; CPU time of this thread (``_common.clock``), best over rounds that
+alternate bare and integrated, so a noisy stretch hits both:
+
+* ``requests``: ``Session.get`` through an adapter that answers at once (no socket), so the
+  ratio is against the cheapest possible call;
+* ``httpx``: ``Client.get`` and ``AsyncClient.get`` through ``httpx.MockTransport`` (no socket);
+* Sentry: ``capture_message`` to a transport that keeps events in memory, without the
+  integration (measured before it is ever installed: Sentry's integrations are process-wide)
+  and with it; and ``tag_event`` alone;
+* SQLAlchemy: ``conn.execute(text("SELECT 1"))`` on a real PostgreSQL (Debian's, started for
+  the run) through an attached and a plain engine: the client's CPU per statement; and the
+  comment alone.
+
+Then the trade-off of per-request text (wall time per query, PostgreSQL on this machine):
+psycopg 3 prepares a statement once one text has run ``prepare_threshold`` (5) times on a
+connection; with the comment each request's text is new.  A query with a non-trivial plan is
+run 2,000 times: without the comment, with it at 10 queries per request, with it at 1 query
+per request, and with preparing off (psycopg's ``prepare_threshold=None``).
+
+    python benchmarks/bench_integrations.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+from _common import QUICK, REPO, compared, emit, ns_per_op, row
+
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+import httpx
+import requests
+import sentry_sdk
+from postgres_server import PostgresServer
+from requests.adapters import BaseAdapter
+from sentry_sdk.transport import Transport
+from sqlalchemy import create_engine, text
+
+from flask_reqctx import create_request_context, get_request_context
+from flask_reqctx.integrations import httpx as reqctx_httpx
+from flask_reqctx.integrations import requests as reqctx_requests
+from flask_reqctx.integrations import sqlalchemy as reqctx_sqlalchemy
+from flask_reqctx.integrations.sentry import ReqCtxIntegration, tag_event
+
+ROUNDS = 3 if QUICK else 7
+REPEAT = 3
+SECTION = "integrations"
+TRACEPARENT_STATE = "congo=t61rcWkgMzE"
+
+
+class Answering(BaseAdapter):
+    """A requests adapter that answers every request at once."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content, response.url = 200, b"{}", request.url
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class Keep(Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def capture_envelope(self, envelope: Any) -> None:
+        self.count += 1
+
+
+def alternate(stmt: str, ns: dict[str, Any], bare: Any, integrated: Any) -> tuple[float, float]:
+    """Best ns/op of ``stmt`` after ``bare()`` and after ``integrated()``, rounds alternating."""
+    best = [float("inf"), float("inf")]
+    for _ in range(ROUNDS):
+        for i, setup in enumerate((bare, integrated)):
+            setup()
+            best[i] = min(best[i], ns_per_op(stmt, ns, REPEAT))
+    return best[0], best[1]
+
+
+def pair(rows: list[dict[str, Any]], name: str, bare: float, integrated: float) -> None:
+    rows.append(row(SECTION, f"{name}: bare", bare / 1000, "µs/call"))
+    rows.append(
+        compared(SECTION, f"{name}: integrated", integrated / 1000, "µs/call", f"{name}: bare", bare / 1000)
+    )
+    rows.append(row(SECTION, f"{name}: added", (integrated - bare) / 1000, "µs/call"))
+
+
+def http_clients(rows: list[dict[str, Any]]) -> None:
+    session = requests.Session()
+    session.mount("http://svc/", Answering())
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json={})))
+    aclient = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(200, json={})))
+    loop = asyncio.new_event_loop()
+    ns = {"session": session, "client": client, "aclient": aclient, "loop": loop}
+    pair(
+        rows,
+        "requests Session.get",
+        *alternate('session.get("http://svc/x")', ns, reqctx_requests.uninstall, reqctx_requests.install),
+    )
+    pair(
+        rows,
+        "httpx Client.get",
+        *alternate('client.get("http://svc/x")', ns, reqctx_httpx.uninstall, reqctx_httpx.install),
+    )
+    pair(
+        rows,
+        "httpx AsyncClient.get",
+        *alternate(
+            'loop.run_until_complete(aclient.get("http://svc/x"))',
+            ns,
+            reqctx_httpx.uninstall,
+            reqctx_httpx.install,
+        ),
+    )
+    reqctx_requests.uninstall()
+    reqctx_httpx.uninstall()
+    loop.close()
+
+
+def sentry(rows: list[dict[str, Any]]) -> None:
+    options = {"dsn": "http://public@127.0.0.1:9/1", "default_integrations": False, "transport": Keep()}
+    ns = {"sentry_sdk": sentry_sdk}
+    stmt = 'sentry_sdk.capture_message("m")'
+    sentry_sdk.init(**options)
+    bare = min(ns_per_op(stmt, ns, REPEAT) for _ in range(ROUNDS))
+    sentry_sdk.init(**{**options, "integrations": [ReqCtxIntegration()]})
+    integrated = min(ns_per_op(stmt, ns, REPEAT) for _ in range(ROUNDS))
+    pair(rows, "sentry capture_message", bare, integrated)
+    alone = min(ns_per_op("tag_event({}, {})", {"tag_event": tag_event}, REPEAT) for _ in range(ROUNDS))
+    rows.append(row(SECTION, "sentry tag_event alone", alone / 1000, "µs/event"))
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+def sql(rows: list[dict[str, Any]], server: PostgresServer, notes: list[str]) -> None:
+    plain, commented = create_engine(server.url, pool_size=1), create_engine(server.url, pool_size=1)
+    reqctx_sqlalchemy.attach(commented)
+    select_1 = text("SELECT 1")
+    with plain.connect() as bare_conn, commented.connect() as conn:
+        ns = {"bare_conn": bare_conn, "conn": conn, "select_1": select_1}
+        best = [float("inf"), float("inf")]
+        for _ in range(ROUNDS):
+            best[0] = min(best[0], ns_per_op("bare_conn.execute(select_1)", ns, REPEAT))
+            best[1] = min(best[1], ns_per_op("conn.execute(select_1)", ns, REPEAT))
+    pair(rows, "sqlalchemy execute(SELECT 1), client CPU", *best)
+    ctx = get_request_context()
+    ns = {"comment": reqctx_sqlalchemy.sqlcommenter_comment, "ctx": ctx}
+    alone = min(ns_per_op("comment(ctx)", ns, REPEAT) for _ in range(ROUNDS))
+    rows.append(row(SECTION, "sqlalchemy comment alone", alone / 1000, "µs/statement"))
+    prepared_statements(rows, server, notes)
+
+
+#: a parameterised query with a plan worth keeping: three catalog joins
+PLANNED = text(
+    "SELECT count(*) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+    " JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relname = :name AND n.nspname = 'pg_catalog'"
+)
+
+
+def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, notes: list[str]) -> None:
+    total = 500 if QUICK else 2000
+    plain = create_engine(server.url, pool_size=1)
+    never = create_engine(server.url, pool_size=1, connect_args={"prepare_threshold": None})
+    commented = create_engine(server.url, pool_size=1)
+    reqctx_sqlalchemy.attach(commented)
+
+    def run(engine: Any, per_request: int) -> float:
+        with engine.connect() as conn:
+            conn.execute(PLANNED, {"name": "pg_class"}).scalar_one()  # connect, warm the caches
+            start = time.perf_counter()
+            for _ in range(total // per_request):
+                with create_request_context():
+                    for _ in range(per_request):
+                        conn.execute(PLANNED, {"name": "pg_class"}).scalar_one()
+            return (time.perf_counter() - start) / total * 1e6
+
+    variants = {
+        "no comment (prepared after 5 runs)": (plain, 10),
+        "comment, 10 queries per request": (commented, 10),
+        "comment, 1 query per request": (commented, 1),
+        "no comment, preparing off": (never, 10),
+    }
+    best = {name: float("inf") for name in variants}
+    for _ in range(ROUNDS):
+        for name, (engine, per_request) in variants.items():
+            best[name] = min(best[name], run(engine, per_request))
+    base_name = "no comment (prepared after 5 runs)"
+    for name, value in best.items():
+        rows.append(
+            compared("sql prepared statements", name, value, "µs/query (wall)", base_name, best[base_name])
+        )
+    notes.append(f"prepared statements: {total} runs of a 4-table catalog join per variant, best of {ROUNDS}")
+    for engine in (plain, never, commented):
+        engine.dispose()
+
+
+def main() -> None:
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with create_request_context(request_id="bench:integrations"):
+        get_request_context().trace.tracestate = TRACEPARENT_STATE
+        http_clients(rows)
+        sentry(rows)
+        with PostgresServer(settings={"log_min_duration_statement": "-1"}) as server:
+            sql(rows, server, notes)
+    emit(rows, notes)
+
+
+if __name__ == "__main__":
+    main()
