@@ -41,7 +41,7 @@ import sentry_sdk
 from postgres_server import PostgresServer
 from requests.adapters import BaseAdapter
 from sentry_sdk.transport import Transport
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from flask_reqctx import create_request_context, get_request_context
 from flask_reqctx.integrations import httpx as reqctx_httpx
@@ -142,65 +142,93 @@ def sentry(rows: list[dict[str, Any]]) -> None:
     sentry_sdk.get_global_scope().set_client(None)
 
 
+def _unchanged(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> Any:
+    """A ``before_cursor_execute`` listener that changes nothing: what SQLAlchemy's event
+    path costs any listener (ours included)."""
+    return statement, parameters
+
+
 def sql(rows: list[dict[str, Any]], server: PostgresServer, notes: list[str]) -> None:
-    plain, commented = create_engine(server.url, pool_size=1), create_engine(server.url, pool_size=1)
+    plain, listened, commented = (create_engine(server.url, pool_size=1) for _ in range(3))
+    event.listen(listened, "before_cursor_execute", _unchanged, retval=True)
     reqctx_sqlalchemy.attach(commented)
     select_1 = text("SELECT 1")
-    with plain.connect() as bare_conn, commented.connect() as conn:
-        ns = {"bare_conn": bare_conn, "conn": conn, "select_1": select_1}
-        best = [float("inf"), float("inf")]
+    names = ("bare", "no-op listener", "attached")
+    with plain.connect() as bare_conn, listened.connect() as noop_conn, commented.connect() as conn:
+        ns = {"c0": bare_conn, "c1": noop_conn, "c2": conn, "select_1": select_1}
+        best = [float("inf")] * 3
         for _ in range(ROUNDS):
-            best[0] = min(best[0], ns_per_op("bare_conn.execute(select_1)", ns, REPEAT))
-            best[1] = min(best[1], ns_per_op("conn.execute(select_1)", ns, REPEAT))
-    pair(rows, "sqlalchemy execute(SELECT 1), client CPU", *best)
+            for i in range(3):
+                best[i] = min(best[i], ns_per_op(f"c{i}.execute(select_1)", ns, REPEAT))
+    name = "sqlalchemy execute(SELECT 1), client CPU"
+    for label, value in zip(names, best, strict=True):
+        rows.append(
+            compared(SECTION, f"{name}: {label}", value / 1000, "µs/call", f"{name}: bare", best[0] / 1000)
+        )
+    rows.append(
+        row(
+            SECTION,
+            f"{name}: added by the comment over a no-op listener",
+            (best[2] - best[1]) / 1000,
+            "µs/call",
+        )
+    )
     ctx = get_request_context()
     ns = {"comment": reqctx_sqlalchemy.sqlcommenter_comment, "ctx": ctx}
     alone = min(ns_per_op("comment(ctx)", ns, REPEAT) for _ in range(ROUNDS))
     rows.append(row(SECTION, "sqlalchemy comment alone", alone / 1000, "µs/statement"))
+    for engine in (plain, listened, commented):
+        engine.dispose()
     prepared_statements(rows, server, notes)
 
 
-#: a parameterised query with a plan worth keeping: three catalog joins
-PLANNED = text(
-    "SELECT count(*) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
-    " JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE c.relname = :name AND n.nspname = 'pg_catalog'"
-)
+#: parameterised queries: one whose plan is worth keeping (four catalog joins), and a lookup
+#: by primary key (the common case: planning is cheap)
+QUERIES = {
+    "4-table join": text(
+        "SELECT count(*) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+        " JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relname = :name AND n.nspname = 'pg_catalog'"
+    ),
+    "primary-key lookup": text("SELECT relname FROM pg_class WHERE oid = CAST(:oid AS oid)"),
+}
+PARAMS = {"4-table join": {"name": "pg_class"}, "primary-key lookup": {"oid": 1259}}
+BASE = "no comment (prepared after 5 runs)"
 
 
 def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, notes: list[str]) -> None:
     total = 500 if QUICK else 2000
+    rounds = min(ROUNDS, 3)
     plain = create_engine(server.url, pool_size=1)
     never = create_engine(server.url, pool_size=1, connect_args={"prepare_threshold": None})
     commented = create_engine(server.url, pool_size=1)
     reqctx_sqlalchemy.attach(commented)
 
-    def run(engine: Any, per_request: int) -> float:
+    def run(engine: Any, per_request: int, query: Any, params: dict[str, Any]) -> float:
         with engine.connect() as conn:
-            conn.execute(PLANNED, {"name": "pg_class"}).scalar_one()  # connect, warm the caches
+            conn.execute(query, params).scalar_one()  # connect, warm the caches
             start = time.perf_counter()
             for _ in range(total // per_request):
                 with create_request_context():
                     for _ in range(per_request):
-                        conn.execute(PLANNED, {"name": "pg_class"}).scalar_one()
+                        conn.execute(query, params).scalar_one()
             return (time.perf_counter() - start) / total * 1e6
 
     variants = {
-        "no comment (prepared after 5 runs)": (plain, 10),
+        BASE: (plain, 10),
         "comment, 10 queries per request": (commented, 10),
         "comment, 1 query per request": (commented, 1),
         "no comment, preparing off": (never, 10),
     }
-    best = {name: float("inf") for name in variants}
-    for _ in range(ROUNDS):
-        for name, (engine, per_request) in variants.items():
-            best[name] = min(best[name], run(engine, per_request))
-    base_name = "no comment (prepared after 5 runs)"
-    for name, value in best.items():
-        rows.append(
-            compared("sql prepared statements", name, value, "µs/query (wall)", base_name, best[base_name])
-        )
-    notes.append(f"prepared statements: {total} runs of a 4-table catalog join per variant, best of {ROUNDS}")
+    for shape, query in QUERIES.items():
+        best = {name: float("inf") for name in variants}
+        for _ in range(rounds):
+            for name, (engine, per_request) in variants.items():
+                best[name] = min(best[name], run(engine, per_request, query, PARAMS[shape]))
+        section = f"sql prepared statements, {shape}"
+        for name, value in best.items():
+            rows.append(compared(section, name, value, "µs/query (wall)", BASE, best[BASE]))
+    notes.append(f"prepared statements: {total} runs per variant and query, best of {rounds}")
     for engine in (plain, never, commented):
         engine.dispose()
 
