@@ -202,7 +202,9 @@ def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, note
     plain = create_engine(server.url, pool_size=1)
     never = create_engine(server.url, pool_size=1, connect_args={"prepare_threshold": None})
     commented = create_engine(server.url, pool_size=1)
+    commented_never = create_engine(server.url, pool_size=1, connect_args={"prepare_threshold": None})
     reqctx_sqlalchemy.attach(commented)
+    reqctx_sqlalchemy.attach(commented_never)
 
     def run(engine: Any, per_request: int, query: Any, params: dict[str, Any]) -> float:
         with engine.connect() as conn:
@@ -219,6 +221,7 @@ def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, note
         "comment, 10 queries per request": (commented, 10),
         "comment, 1 query per request": (commented, 1),
         "no comment, preparing off": (never, 10),
+        "comment, 10 per request, preparing off": (commented_never, 10),
     }
     for shape, query in QUERIES.items():
         best = {name: float("inf") for name in variants}
@@ -229,7 +232,7 @@ def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, note
         for name, value in best.items():
             rows.append(compared(section, name, value, "µs/query (wall)", BASE, best[BASE]))
     notes.append(f"prepared statements: {total} runs per variant and query, best of {rounds}")
-    for engine in (plain, never, commented):
+    for engine in (plain, never, commented, commented_never):
         engine.dispose()
 
 

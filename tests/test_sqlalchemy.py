@@ -228,3 +228,11 @@ def test_each_concurrent_request_names_itself_in_its_query(postgres):
         # the queries of one worker overlapped (49 seen here): psycopg did not block the worker
         assert most_at_once > 10, most_at_once
         server.wait_idle()
+
+
+def test_preloaded_psycopg_blocks_a_gevent_worker(postgres):
+    """What the README warns about: with ``--preload`` the app (and psycopg) is imported in the
+    master, before the worker's monkey-patching, and psycopg keeps its blocking C wait."""
+    env = {"DATABASE_URL": postgres.url}
+    with GunicornServer(app="sql_service:app", env=env, extra_args=["--preload"]) as server:
+        assert server.get_json("/wait") == {"wait": "wait_c", "c_wait": True}

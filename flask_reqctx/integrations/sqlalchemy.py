@@ -8,14 +8,14 @@
 
 Every statement the engine sends during a request then ends in a comment in the
 `sqlcommenter <https://google.github.io/sqlcommenter/spec/>`_ format (the one OpenTelemetry
-adopted), which the database shows wherever it shows the query (``pg_stat_activity``, the
-slow-query log, ``pg_stat_statements`` keeps the first text)::
+adopted), which the database shows wherever it shows the query text (``pg_stat_activity``,
+the statement and slow-query logs)::
 
     SELECT ... /*request_id='4bf92f35-...',traceparent='00-...-...-01'*/
 
-* keys sorted; each key and value URL-encoded (every byte outside ``A-Za-z0-9_.~-`` becomes
-  ``%XX``, so a value can never hold ``*/``, ``'`` or a newline: it cannot end the comment),
-  then quoted; ``tracestate`` is added when the request received one;
+* keys sorted; each value URL-encoded (every byte outside ``A-Za-z0-9_.~-`` becomes ``%XX``,
+  so a value can never hold ``*/``, ``'`` or a newline: it cannot end the comment), then
+  quoted; ``tracestate`` is added when the request received one;
 * nothing outside a request context, and nothing when the statement already holds a comment
   (``/*`` or ``--``: the spec's rule; a string literal holding them also counts);
 * for drivers with ``format``/``pyformat`` parameters (psycopg, psycopg2, mysqlclient), the
@@ -24,7 +24,7 @@ slow-query log, ``pg_stat_statements`` keeps the first text)::
 The comment makes each request's statements distinct texts: a driver that prepares
 statements by their text (psycopg 3 after ``prepare_threshold`` runs of one text) no longer
 reuses them across requests.  SQLAlchemy's own compiled cache is keyed before the comment and
-is unaffected.  See the documentation's "SQL comments" page for the measured cost.
+is unaffected.  The measured cost is in ``benchmarks/RESULTS.md`` ("Integrations").
 """
 
 from __future__ import annotations
