@@ -14,7 +14,8 @@ alternate bare and integrated, so a noisy stretch hits both:
   the run) through an attached and a plain engine: the client's CPU per statement; and the
   comment alone.
 
-Then the trade-off of per-request text (wall time per query, PostgreSQL on this machine):
+Then the trade-off of per-request text (CPU time per query, client thread plus the server's
+backend process, PostgreSQL on this machine):
 psycopg 3 prepares a statement once one text has run ``prepare_threshold`` (5) times on a
 connection; with the comment each request's text is new.  A query with a non-trivial plan is
 run 2,000 times: without the comment, with it at 10 queries per request, with it at 1 query
@@ -28,10 +29,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from typing import Any
 
-from _common import QUICK, REPO, compared, emit, ns_per_op, row
+from _common import QUICK, REPO, clock, compared, emit, ns_per_op, row
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
@@ -196,6 +196,12 @@ PARAMS = {"4-table join": {"name": "pg_class"}, "primary-key lookup": {"oid": 12
 BASE = "no comment (prepared after 5 runs)"
 
 
+def backend_cpu_ns(pid: int) -> int:
+    """Nanoseconds the PostgreSQL backend ``pid`` has spent on a CPU (same machine)."""
+    with open(f"/proc/{pid}/schedstat") as stats:
+        return int(stats.read().split()[0])
+
+
 def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, notes: list[str]) -> None:
     total = 500 if QUICK else 2000
     rounds = min(ROUNDS, 3)
@@ -207,14 +213,19 @@ def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, note
     reqctx_sqlalchemy.attach(commented_never)
 
     def run(engine: Any, per_request: int, query: Any, params: dict[str, Any]) -> float:
+        """CPU µs per query: this thread's plus the server backend's (``/proc/<pid>/schedstat``,
+        ns on CPU), so other jobs on the machine do not count."""
         with engine.connect() as conn:
-            conn.execute(query, params).scalar_one()  # connect, warm the caches
-            start = time.perf_counter()
+            backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            conn.execute(query, params).scalar_one()  # warm the caches
+            server_start, client_start = backend_cpu_ns(backend), clock()
             for _ in range(total // per_request):
                 with create_request_context():
                     for _ in range(per_request):
                         conn.execute(query, params).scalar_one()
-            return (time.perf_counter() - start) / total * 1e6
+            client = clock() - client_start
+            server = backend_cpu_ns(backend) - server_start
+            return (client * 1e9 + server) / total / 1000
 
     variants = {
         BASE: (plain, 10),
@@ -230,7 +241,7 @@ def prepared_statements(rows: list[dict[str, Any]], server: PostgresServer, note
                 best[name] = min(best[name], run(engine, per_request, query, PARAMS[shape]))
         section = f"sql prepared statements, {shape}"
         for name, value in best.items():
-            rows.append(compared(section, name, value, "µs/query (wall)", BASE, best[BASE]))
+            rows.append(compared(section, name, value, "CPU µs/query", BASE, best[BASE]))
     notes.append(f"prepared statements: {total} runs per variant and query, best of {rounds}")
     for engine in (plain, never, commented, commented_never):
         engine.dispose()
