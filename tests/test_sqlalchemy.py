@@ -1,5 +1,5 @@
 """SQL comments: statements sent through an attached SQLAlchemy engine carry the request's
-ids in sqlcommenter format, seen by a real PostgreSQL (Debian's, started per module)."""
+ids in sqlcommenter format, seen by a real PostgreSQL (Debian's, started once per session)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ ALL_ID_CHARS = string.ascii_letters + string.digits + "._:-"
 COMMENT = re.compile(r" /\*((?:[a-z_]+='[A-Za-z0-9_.~%-]*',?)+)\*/;?$")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres():
     with PostgresServer() as server:
         yield server
