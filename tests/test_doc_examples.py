@@ -8,7 +8,8 @@ a block says how it is treated —
 * ``<!-- continues -->``: run after the block before it, in the same interpreter (a sample
   split by prose);
 * nothing: run as it is.  When it leaves a Flask ``app`` behind, ``GET /`` is sent to it with
-  the test client and must not answer a 5xx, so its views run too.
+  the test client and must not answer a 5xx, so its views run too; each Celery task it
+  defines is run eagerly (``task.apply``) with ``1`` for each parameter and must not raise.
 """
 
 from __future__ import annotations
@@ -32,13 +33,22 @@ SOURCES = ["README.md", *sorted(os.path.relpath(path, ROOT) for path in DOCS)]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 MARK = re.compile(r"<!--\s*(not run:\s*(?P<why>\S.*?)|(?P<continues>continues))\s*-->$")
 
-#: runs after the example: exercise its Flask app if it left one
+#: runs after the example: exercise the Flask app and the Celery tasks it left behind, if any
 CALL_APP = """
+import inspect as _inspect
+import sys as _sys
+
 import flask as _flask
+
 _app = globals().get("app")
 if isinstance(_app, _flask.Flask):
     _response = _app.test_client().get("/")
     assert _response.status_code < 500, (_response.status_code, _response.get_data(as_text=True)[:2000])
+if "celery" in _sys.modules:  # each task run eagerly, 1 for each parameter; .get() re-raises
+    _tasks = [v for v in list(globals().values()) if isinstance(v, _sys.modules["celery"].Task)]
+    for _task in _tasks:
+        _required = [p for p in _inspect.signature(_task.run).parameters.values() if p.default is p.empty]
+        _task.apply(args=[1] * len(_required)).get()
 """
 
 
