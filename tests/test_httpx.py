@@ -9,6 +9,7 @@ import threading
 import gevent
 import httpx
 import pytest
+from fresh_interpreter import run_in_fresh_interpreter
 from servers import GunicornServer
 
 from flask_reqctx import get_request_context, stats
@@ -172,3 +173,20 @@ def test_uninstall_restores_httpx():
     reqctx_httpx.uninstall()
     assert httpx.Client.send is original_sync and httpx.AsyncClient.send is original_async
     assert not reqctx_httpx.installed()
+
+
+def test_reset_all_uninstalls():
+    """The installation is process state registered with ``flask_reqctx.state`` (checked in a
+    fresh interpreter: ``reset_all()`` resets every module's state)."""
+    run_in_fresh_interpreter(
+        """
+import httpx
+from flask_reqctx import state
+from flask_reqctx.integrations import httpx as reqctx_httpx
+
+original = httpx.Client.send
+reqctx_httpx.install()
+state.reset_all()
+assert not reqctx_httpx.installed() and httpx.Client.send is original
+"""
+    )
