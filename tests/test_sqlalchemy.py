@@ -31,7 +31,9 @@ COMMENT = re.compile(r" /\*((?:[a-z_]+='[A-Za-z0-9_.~%-]*',?)+)\*/;?$")
 
 @pytest.fixture(scope="session")
 def postgres():
-    with PostgresServer() as server:
+    with PostgresServer(settings={"shared_preload_libraries": "pg_stat_statements"}) as server:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
         yield server
 
 
@@ -207,6 +209,22 @@ def test_seen_in_pg_stat_activity_and_the_server_log(postgres, engine):
         "traceparent": parse_comment(lines[0])["traceparent"],
     }
     assert "request_id='logged%3A1'" in lines[0]
+
+
+def test_pg_stat_statements_still_groups_the_requests_statements(postgres, engine):
+    """Statistics per statement survive the comment: pg_stat_statements keys a statement by
+    its parse tree, so every request's commented text counts as the same statement."""
+    sql = "SELECT count(*) FROM pg_class WHERE relname = :name"
+    for n in range(3):
+        with create_request_context(request_id=f"grouped-{n}"), engine.connect() as conn:
+            conn.execute(text(sql), {"name": "pg_class"}).scalar_one()
+    with psycopg.connect(postgres.dsn, autocommit=True) as dba:
+        rows = dba.execute(
+            "SELECT calls, query FROM pg_stat_statements"
+            " WHERE query LIKE 'SELECT count(*) FROM pg_class WHERE%'"
+        ).fetchall()
+    assert len(rows) == 1 and rows[0][0] == 3, rows
+    assert parse_comment(rows[0][1])["request_id"] == "grouped-0"  # the first text it saw
 
 
 # -- 200 requests at once on gunicorn -k gevent ------------------------------------------------
