@@ -68,7 +68,8 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         bin_dir = postgres_bin_dir()
-        self.root = tempfile.mkdtemp(prefix="reqctx-pg-")
+        # as root, a directory the postgres user can reach whatever TMPDIR says (/root is 0700)
+        self.root = tempfile.mkdtemp(prefix="reqctx-pg-", dir="/tmp" if os.geteuid() == 0 else None)
         data, sockets = os.path.join(self.root, "data"), os.path.join(self.root, "sockets")
         os.mkdir(sockets)
         self._log_path = os.path.join(self.root, "server.log")
