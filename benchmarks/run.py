@@ -32,6 +32,8 @@ Sections (each a ``bench_*.py`` script run in its own process; each runs alone t
 4. ``hooks``: cost per greenlet switch of an enabled before/after hook.
 5. ``memory``: bytes per live context, and ``stats()``/RSS after 10k and 100k requests.
 6. ``celery``: CPU per task sent and per task run, with/without ``init_celery`` (bench_celery.py).
+8. ``integrations``: what each integration adds per call, and per-request SQL text against
+   psycopg's prepared statements, on a PostgreSQL started for the run (bench_integrations.py).
 
 Every ratio compares runs made in the same invocation (interleaved where it matters):
 absolute times are not comparable across runs or machines.  Exit status is 0 even when
@@ -61,6 +63,7 @@ SECTIONS = {
     "server": "bench_server.py",
     "celery": "bench_celery.py",
     "tracing": "bench_tracing.py",  # 7: execution traces off vs on
+    "integrations": "bench_integrations.py",  # 8: httpx, requests, Sentry, SQL comments per call
 }
 PACKAGES = [
     "flask",

@@ -24,7 +24,6 @@ set, so it is added back; use ``should_propagate`` for that.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,12 +31,11 @@ from typing import Any
 import requests
 
 from ..context import current_context
-from ..outgoing import outgoing_headers
 from ..state import holds_state
+from .forwarding import add_missing_headers, propagation_allowed
 
 __all__ = ["install", "installed", "uninstall"]
 
-log = logging.getLogger("flask_reqctx")
 
 class _Installation:
     """``requests.Session.send`` as it was before :func:`install` (None: not installed), and
@@ -90,17 +88,5 @@ def uninstall() -> None:
 
 
 def _add_headers(context: Any, request: requests.PreparedRequest) -> None:
-    predicate = _installation.should_propagate
-    if predicate is not None:
-        try:
-            if not predicate(request):
-                return
-        except Exception:
-            log.exception("should_propagate raised; no ids sent on this call")
-            return
-    headers = request.headers  # a CaseInsensitiveDict: ``in`` ignores case
-    caller_traces = "traceparent" in headers  # their trace: our tracestate would not belong to it
-    for name, value in outgoing_headers(context).items():
-        if name in headers or (caller_traces and name == "tracestate"):
-            continue
-        headers[name] = value
+    if propagation_allowed(_installation.should_propagate, request):
+        add_missing_headers(context, request.headers)  # a CaseInsensitiveDict: ``in`` ignores case
