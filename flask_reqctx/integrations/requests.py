@@ -31,8 +31,8 @@ from typing import Any
 import requests
 
 from ..context import current_context
+from ..outgoing import add_missing_headers, propagation_allowed
 from ..state import holds_state
-from .forwarding import add_missing_headers, propagation_allowed
 
 __all__ = ["install", "installed", "uninstall"]
 
