@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+# The paths are re-exported: tests that start servers with their own PYTHONPATH read them here.
+from fresh_interpreter import PACKAGE_PARENT as PACKAGE_PARENT
 from fresh_interpreter import TESTS_DIR, fresh_env, run_in_fresh_interpreter
 from waiting import wait_until
 
