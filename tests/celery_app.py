@@ -142,6 +142,7 @@ def fail(self: Any, label: str) -> None:
 def slow(self: Any, label: str, seconds: float) -> None:
     """Runs until its time limit stops it (or ``seconds`` pass, which the tests never let happen)."""
     _record(self, label, "time-limit", 0)
+    # Work the time limit interrupts (one short sleep at a time), not a wait for a condition.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.05)

@@ -14,10 +14,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
-from servers import TESTS_DIR, ServerError, child_env, stop_process
+from fresh_interpreter import TESTS_DIR, fresh_env
+from servers import ServerError, stop_process
+from waiting import wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -56,16 +57,21 @@ class RedisServer:
         raise ServerError(f"redis-server did not start:\n{self.log()}")
 
     def _wait_ready(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+        """True once redis answers PING, False if it exited first (its port was taken)."""
+        outcome = wait_until(
+            self._ready_or_exited, timeout, 0.05, message=lambda: f"redis-server silent:\n{self.log()}"
+        )
+        return outcome == "ready"
+
+    def _ready_or_exited(self) -> str | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return "exited"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
+                conn.sendall(b"PING\r\n")
+                return "ready" if conn.recv(64).startswith(b"+PONG") else None
+        except OSError:
+            return None
 
     def log(self) -> str:
         with open(os.path.join(self.directory, "redis.log"), "rb") as log:
@@ -83,8 +89,9 @@ class CeleryWorker:
         self.pool = pool
         self.concurrency = concurrency
         self.directory = directory
-        self.env = child_env(
-            {"REQCTX_TEST_REDIS": redis_url, "REQCTX_TEST_REPORTS": directory, "REQCTX_TEST_POOL": pool}
+        self.env = fresh_env(
+            [TESTS_DIR],
+            {"REQCTX_TEST_REDIS": redis_url, "REQCTX_TEST_REPORTS": directory, "REQCTX_TEST_POOL": pool},
         )
         self.proc: subprocess.Popen | None = None
 
@@ -117,15 +124,13 @@ class CeleryWorker:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         ready = os.path.join(self.directory, f"{self.pool}-ready.json")
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(ready):
+
+        def started() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise ServerError(f"celery worker -P {self.pool} exited early:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"celery worker -P {self.pool} not ready after {timeout}s:\n{self.output()}"
-                )
-            time.sleep(0.05)
+            return os.path.exists(ready)
+
+        wait_until(started, timeout, 0.05, lambda: f"celery -P {self.pool} not ready:\n{self.output()}")
 
     @property
     def pid(self) -> int:

@@ -1,7 +1,8 @@
 """The Flask app the live-view browser test runs under ``gunicorn -k gevent`` (``liveview_app:app``).
 
 Not a test module.  Tracing and the live view are on; ``LIVE_VIEW_LEAK_AFTER`` (seconds, from
-the environment) sets how old a context must be to be flagged as a probable leak.
+the environment) sets how old a context must be to be flagged as a probable leak.  The
+children's sleeps are the work that keeps a fan-out in flight, not waits for a condition.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Not a test module: gunicorn imports it in its worker processes (``tests/servers.
 Under ``-k gevent`` the worker has monkey-patched the process before this import, so
 ``threading.Thread`` and ``time.sleep`` are gevent's; under ``-k sync``/``-k gthread``
 they are real threads and real sleeps, and children are threads instead of greenlets.
+The sleeps here are the behaviour served (work that keeps requests and children in flight,
+a busy pool slot), never a wait for a condition.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Not a test module.  :class:`GunicornServer` binds a listening socket to port 0 itself and
 hands it to gunicorn as ``-b fd://N`` (no race for the port, no log parsing), runs gunicorn
 with this same interpreter (``sys.executable -m gunicorn``, so tox's venv is used) and with
-``PYTHONPATH`` set so that both ``server_app`` and the very ``flask_reqctx`` this pytest
-process imported are the ones the workers import.  It waits for ``GET /health`` (bounded)
-and stops gunicorn at teardown (terminate, then kill).  gunicorn's output (and the app's
-stderr) goes to a temporary file, read back with :meth:`GunicornServer.log`.
+the environment of ``fresh_interpreter.fresh_env``, so that both ``server_app`` and the very
+``flask_reqctx`` this pytest process imported are the ones the workers import.  It waits for
+``GET /health`` (bounded) and stops gunicorn at teardown (terminate, then kill).  gunicorn's
+output (and the app's stderr) goes to a temporary file, read back with :meth:`GunicornServer.log`.
 """
 
 from __future__ import annotations
@@ -18,32 +18,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable
 from typing import Any
 
-import flask_reqctx
+# The paths are re-exported: tests that start servers with their own PYTHONPATH read them here.
+from fresh_interpreter import PACKAGE_PARENT as PACKAGE_PARENT
+from fresh_interpreter import TESTS_DIR, fresh_env, run_in_fresh_interpreter
+from waiting import wait_until
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(flask_reqctx.__file__)))
+import flask_reqctx
 
 
 class ServerError(RuntimeError):
     pass
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a server subprocess: ``PYTHONPATH`` reaching the tests' modules and
-    this very ``flask_reqctx``, unbuffered output, the patching switch at its default."""
-    env = dict(os.environ)
-    env.pop("FLASK_REQCTX_PATCH", None)
-    pythonpath = [TESTS_DIR, PACKAGE_PARENT]
-    if env.get("PYTHONPATH"):
-        pythonpath.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -123,7 +110,7 @@ class GunicornServer:
         if self.worker_connections is not None:
             cmd += ["--worker-connections", str(self.worker_connections)]
         cmd += [*self.extra_args, self.app]
-        env = child_env(self.extra_env)
+        env = fresh_env([TESTS_DIR], self.extra_env)
         # gunicorn's log goes to a file, not a pipe nobody reads (tracebacks could fill it).
         self._log = tempfile.TemporaryFile()
         try:
@@ -146,19 +133,22 @@ class GunicornServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                raise ServerError(f"gunicorn -k {self.worker_class} exited early (rc={rc}):\n{self.log()}")
-            try:
-                status, _headers, _body = self.request("/health", timeout=1.0)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise ServerError(f"gunicorn not ready after {self.startup_timeout}s:\n{self.log()}")
+        wait_until(
+            self._healthy,
+            self.startup_timeout,
+            interval=0.05,
+            message=lambda: f"gunicorn not ready after {self.startup_timeout}s:\n{self.log()}",
+        )
+
+    def _healthy(self) -> bool:
+        """``GET /health`` answers 200; raises if gunicorn exited (it will not come up)."""
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+            raise ServerError(f"gunicorn -k {self.worker_class} exited early (rc={rc}):\n{self.log()}")
+        try:
+            return self.request("/health", timeout=1.0)[0] == 200
+        except OSError:
+            return False
 
     def log(self, limit: int | None = 8000) -> str:
         """gunicorn's output so far (its last ``limit`` characters)."""
@@ -221,29 +211,22 @@ class GunicornServer:
         unit besides the ``/stats`` request itself; returns the last report per pid."""
         wanted = set(pids)
         last: dict[int, dict] = {}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def all_idle() -> bool:
             report = self.get_json("/stats")
             last[report["pid"]] = report
             idle = {pid for pid, r in last.items() if r["live_besides_this_request"] == 0}
-            if len(last) >= max(1, len(wanted)) and wanted <= idle and idle == set(last):
-                return last
-            if time.monotonic() > deadline:
-                raise AssertionError(f"workers still hold live contexts after {timeout}s: {last}")
-            time.sleep(0.02)
+            return len(last) >= max(1, len(wanted)) and wanted <= idle and idle == set(last)
+
+        wait_until(all_idle, timeout, 0.02, lambda: f"workers still hold live contexts: {last}")
+        return last
 
 
 def run_load(server: GunicornServer, timeout: float = 120.0, **spec: Any) -> dict:
     """Run ``load_client.py`` (plain interpreter, asyncio, loopback only) against ``server``."""
     spec = {"host": server.host, "port": server.port, **spec}
-    out = subprocess.run(
-        [sys.executable, os.path.join(TESTS_DIR, "load_client.py")],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        check=False,
+    out = run_in_fresh_interpreter(
+        script=os.path.join(TESTS_DIR, "load_client.py"), input=json.dumps(spec), timeout=timeout, check=False
     )
     if out.returncode != 0:
         raise ServerError(f"load client failed rc={out.returncode}:\n{out.stderr[-4000:]}\n{server.log()}")
@@ -301,11 +284,12 @@ def check_late_results(server: GunicornServer, seen_ids: list[str], timeout: flo
     Returns the entries."""
     expected = len(seen_ids)
     results: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while len(results) < expected and time.monotonic() < deadline:
-        results += server.get_json("/late-results")
-        if len(results) < expected:
-            time.sleep(0.02)
+
+    def all_drained() -> bool:
+        results.extend(server.get_json("/late-results"))
+        return len(results) >= expected
+
+    wait_until(all_drained, timeout, 0.02, lambda: f"{len(results)} of {expected} late results: {results}")
     assert len(results) == expected, results
     for entry in results:
         assert entry["child"] == entry["view"], entry

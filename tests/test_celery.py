@@ -9,8 +9,6 @@ Messages go to Celery's in-memory transport; the real broker and workers are in
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -22,7 +20,7 @@ pytest.importorskip("celery")
 from celery import Celery, signals
 from celery.app.trace import build_tracer
 from flask import Flask, jsonify
-from servers import PACKAGE_PARENT
+from fresh_interpreter import run_in_fresh_interpreter
 
 import flask_reqctx
 from flask_reqctx import create_hook, create_request_context, get_request_context, stats
@@ -99,13 +97,7 @@ def test_import_flask_reqctx_never_imports_celery():
         "print(loaded)\n"
         "sys.exit(1 if loaded else 0)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": PACKAGE_PARENT, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_in_fresh_interpreter(code, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

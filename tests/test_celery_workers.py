@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ import celery_app as tasks
 from celery import Celery, chain, chord, group
 from celery_processes import REDIS_SERVER, CeleryWorker, RedisServer
 from servers import GunicornServer, run_load
+from waiting import wait_until
 
 from flask_reqctx import create_request_context, get_request_context, is_valid_request_id
 
@@ -109,10 +109,12 @@ def observations(redis_server: RedisServer) -> Any:
     store.delete(tasks.OBSERVATIONS)
 
     def wait(count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while store.llen(tasks.OBSERVATIONS) < count:
-            assert time.monotonic() < deadline, f"{store.llen(tasks.OBSERVATIONS)} of {count} tasks recorded"
-            time.sleep(0.05)
+        wait_until(
+            lambda: store.llen(tasks.OBSERVATIONS) >= count,
+            timeout,
+            0.05,
+            lambda: f"{store.llen(tasks.OBSERVATIONS)} of {count} tasks recorded",
+        )
         return [json.loads(raw) for raw in store.lrange(tasks.OBSERVATIONS, 0, -1)]
 
     return wait

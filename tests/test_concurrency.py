@@ -9,6 +9,7 @@ import threading
 
 import gevent
 import pytest
+from waiting import wait_until
 
 from flask_reqctx import get_request_context, stats
 
@@ -20,7 +21,7 @@ def fanout_app(app):
         own = get_request_context().request_id
 
         def child(depth):
-            gevent.sleep(random.uniform(0, 0.01))
+            gevent.sleep(random.uniform(0, 0.01))  # children of many requests interleave
             seen = [get_request_context().request_id]
             if depth:
                 seen += gevent.spawn(child, depth - 1).get()
@@ -57,7 +58,7 @@ def test_1000_concurrent_requests_each_see_only_their_own(fanout_app):
         rid, echoed, body = job.value
         assert echoed == rid and body["request_id"] == rid
         assert body["seen"] and set(body["seen"]) == {rid}, body
-    gevent.sleep(0.05)  # rawlinks of the last children
+    wait_until(lambda: stats()["live"] == 0)  # rawlinks of the last children
     assert stats()["live"] == 0
 
 

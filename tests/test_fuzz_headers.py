@@ -16,7 +16,6 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import GunicornServer
 
 from flask_reqctx import is_valid_request_id
 from flask_reqctx.tracecontext import parse_traceparent, parse_tracestate
@@ -160,17 +159,20 @@ def _check_ids(status: int, headers: list[tuple[bytes, bytes]], body: bytes, sen
     return ids
 
 
+# log_level="info": boots() counts gunicorn's "Booting worker" lines, logged at INFO.
+pytestmark = pytest.mark.gunicorn(
+    app="calling_services:make_b()", env={"PYTHONIOENCODING": "utf-8"}, log_level="info"
+)
+
+
 @pytest.fixture(scope="module")
-def server():
-    # log_level="info": boots() counts gunicorn's "Booting worker" lines, logged at INFO.
-    env = {"PYTHONIOENCODING": "utf-8"}
-    with GunicornServer(app="calling_services:make_b()", env=env, log_level="info") as srv:
-        srv.first_pid = srv.worker_pid()
-        yield srv
+def first_pid(server):
+    """The pid of the worker before any fuzzing: the same one must answer afterwards."""
+    return server.worker_pid()
 
 
-def _assert_alive_and_clean(server, invalid_values: list[str]) -> str:
-    assert server.worker_pid() == server.first_pid
+def _assert_alive_and_clean(server, first_pid: int, invalid_values: list[str]) -> str:
+    assert server.worker_pid() == first_pid
     log = server.log(None)
     assert server.boots() == 1, log[-3000:]
     for marker in ("WORKER TIMEOUT", "exited with code", "was sent", "Traceback"):
@@ -184,7 +186,7 @@ def _assert_alive_and_clean(server, invalid_values: list[str]) -> str:
     return log
 
 
-def test_fuzzed_header_values_without_line_breaks(server):
+def test_fuzzed_header_values_without_line_breaks(server, first_pid):
     invalid: list[str] = []
     statuses: list[int] = []
 
@@ -205,10 +207,10 @@ def test_fuzzed_header_values_without_line_breaks(server):
 
     check()
     assert statuses.count(200) >= len(statuses) // 2, statuses  # most examples reached the app
-    _assert_alive_and_clean(server, invalid)
+    _assert_alive_and_clean(server, first_pid, invalid)
 
 
-def test_fuzzed_header_values_with_line_breaks(server):
+def test_fuzzed_header_values_with_line_breaks(server, first_pid):
     @FUZZ
     @given(header_sets(crlf=True))
     def check(headers):
@@ -216,7 +218,7 @@ def test_fuzzed_header_values_with_line_breaks(server):
         _check_ids(status, response_headers, body, None)
 
     check()
-    log = _assert_alive_and_clean(server, [])
+    log = _assert_alive_and_clean(server, first_pid, [])
     # gunicorn's own parser warning may quote a malformed line (repr, so escaped): that is
     # the only place a planted value may appear, never in the app's (filtered) log lines.
     for line in log.splitlines():

@@ -11,6 +11,7 @@ import time
 
 import gevent
 import pytest
+from waiting import wait_until
 
 from flask_reqctx import create_hook, execution_id, get_request_context, stats, trigger_id
 
@@ -58,7 +59,7 @@ def test_init_and_destroy_pair_up_with_kinds_and_triggers(app, client, recorder)
         return "ok"
 
     client.get("/fan")
-    gevent.sleep(0)
+    wait_until(lambda: stats()["live"] == 0)  # the greenlet's rawlink (its destroy) ran
     inits = {eid: (kind, trigger) for _, eid, kind, trigger in recorder.of("init")}
     assert inits[ids["request"]][0] == "request"
     assert inits[ids["greenlet"]] == ("greenlet", ids["request"])
@@ -89,7 +90,7 @@ def test_before_and_after_fire_around_switches_of_units_with_a_context(app, clie
     def switch():
         def child():
             child_eid["eid"] = execution_id()
-            gevent.sleep(0)
+            gevent.sleep(0)  # two switches out and back: what the switch hooks see
             gevent.sleep(0)
 
         gevent.spawn(child).join()
@@ -135,7 +136,7 @@ def test_raising_callbacks_are_logged_and_harmless(app, client, caplog):
         hook.disable()
     assert response.text == "still-fine"
     assert any("hook callback" in r.getMessage() for r in caplog.records)
-    gevent.sleep(0)
+    wait_until(lambda: stats()["live"] == 0)  # the child's rawlink ran
     assert stats()["live"] == 0
 
 

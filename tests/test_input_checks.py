@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import subprocess
-import sys
 import textwrap
 import weakref
 
 import pytest
 from flask import Flask
+from fresh_interpreter import run_in_fresh_interpreter
 
 from flask_reqctx import ReqCtx, create_request_context, outgoing_headers
 
@@ -36,9 +36,7 @@ def _run_without_greenlet(code: str) -> subprocess.CompletedProcess[str]:
     """A fresh interpreter in which ``greenlet`` (and so gevent) cannot be imported, as
     after a plain ``pip install .``."""
     prelude = "import sys; sys.modules['greenlet'] = None; sys.modules['gevent'] = None\n"
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=60
-    )
+    return run_in_fresh_interpreter(prelude + textwrap.dedent(code), check=False)
 
 
 def test_lifecycle_hooks_work_without_greenlet():

@@ -8,8 +8,9 @@ import gevent
 import gevent.event
 import pytest
 from flask import Flask
+from waiting import wait_until
 
-from flask_reqctx import ReqCtx
+from flask_reqctx import ReqCtx, stats
 
 SECRET = "Bearer s3cr3t-do-not-show"
 TOKEN = "a-long-enough-live-view-token"
@@ -22,7 +23,7 @@ def live_view_app(**config: object) -> Flask:
 
     @app.get("/work")
     def work():
-        gevent.joinall([gevent.spawn(gevent.sleep, 0.001) for _ in range(3)])
+        gevent.joinall([gevent.spawn(gevent.sleep, 0.001) for _ in range(3)])  # children at work
         return "ok"
 
     return app
@@ -105,7 +106,7 @@ def test_old_contexts_are_flagged_as_probable_leaks():
     client.get("/leave", headers={"X-Request-ID": "lv-leak-1"})
     client.get("/leave", headers={"X-Request-ID": "lv-leak-2"})
     try:
-        gevent.sleep(0.1)  # both are now older than the threshold
+        gevent.sleep(0.1)  # time passing is what is tested: both are now older than the threshold
         client.get("/leave", headers={"X-Request-ID": "lv-young-1"})
         live = {t["request_id"]: t for t in client.get("/_reqctx/json").get_json()["live"]}
         assert live["lv-leak-1"]["probable_leak"] and live["lv-leak-2"]["probable_leak"]
@@ -115,6 +116,6 @@ def test_old_contexts_are_flagged_as_probable_leaks():
         json.dumps(live)
     finally:
         release.set()
-        gevent.sleep(0.01)
+        wait_until(lambda: stats()["live"] == 0)  # the released greenlets ended
     remaining = client.get("/_reqctx/json").get_json()["live"]
     assert not [t for t in remaining if t["request_id"].startswith("lv-")]

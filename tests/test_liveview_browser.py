@@ -13,22 +13,34 @@ import shutil
 import threading
 
 import pytest
-from servers import GunicornServer, run_load
+from servers import run_load
+from waiting import wait_until
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (test extra)")
 from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian packages chromium and chromium-driver not installed",
-)
-
 LEAK_AFTER = 0.3
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="Debian packages chromium and chromium-driver not installed",
+    ),
+    pytest.mark.gunicorn(
+        app="liveview_app:app", env={"LIVE_VIEW_LEAK_AFTER": str(LEAK_AFTER)}, worker_connections=500
+    ),
+]
+
 FANOUT_CHILDREN = 6
 SECRET = "Bearer s3cr3t-browser"
 APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "liveview_app.py")
+
+
+def _flagged(server, request_id: str) -> bool:
+    """The live view's JSON flags ``request_id``'s context as a probable leak."""
+    live = server.get_json("/_reqctx/json")["live"]
+    return any(t["request_id"] == request_id and t["probable_leak"] for t in live)
 
 
 def suspended_site_line() -> int:
@@ -42,17 +54,6 @@ def age_ms(text: str) -> float:
     assert match, text
     value, unit = float(match.group(1)), match.group(2)
     return value * {"µs": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with GunicornServer(
-        "gevent",
-        app="liveview_app:app",
-        env={"LIVE_VIEW_LEAK_AFTER": str(LEAK_AFTER)},
-        worker_connections=500,
-    ) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_the_page_shows_a_suspended_greenlet_and_a_fanout_timeline(server, brows
             f"/fanout?children={FANOUT_CHILDREN}", {"X-Request-ID": "browser-fanout", "Authorization": SECRET}
         )
         assert status == 200
-        threading.Event().wait(LEAK_AFTER + 0.1)  # the suspended greenlet is now older than the threshold
+        wait_until(lambda: _flagged(server, "browser-suspended"), interval=0.05)  # older than the threshold
         browser.get(f"{server.base}/_reqctx/?last=2000")
 
         context = browser.find_element(By.CSS_SELECTOR, 'div.context[data-request-id="browser-suspended"]')

@@ -6,7 +6,6 @@ import io
 import logging
 import logging.config
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 
 import gevent
 import pytest
+from fresh_interpreter import run_in_fresh_interpreter
 
 import flask_reqctx.logging as reqctx_logging
 from flask_reqctx import create_request_context, get_request_context
@@ -268,4 +268,4 @@ def test_importing_does_not_import_structlog_or_requests():
         "import sys, flask_reqctx, flask_reqctx.logging, flask_reqctx.outgoing;"
         "assert 'structlog' not in sys.modules and 'requests' not in sys.modules, sys.modules.keys()"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    run_in_fresh_interpreter(code, timeout=30)

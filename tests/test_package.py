@@ -8,11 +8,10 @@ import email.parser
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import pytest
+from fresh_interpreter import run_in_fresh_interpreter
 
 import flask_reqctx
 
@@ -41,9 +40,7 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> tarfile.TarFile:
     source = tmp_path_factory.mktemp("sdist") / "src"
     shutil.copytree(REPO, source, ignore=_NOT_COPIED)
     build = "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"
-    out = subprocess.run(
-        [sys.executable, "-c", build], cwd=source, capture_output=True, text=True, timeout=120, check=False
-    )
+    out = run_in_fresh_interpreter(build, cwd=source, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     name = out.stdout.strip().splitlines()[-1]
     with tarfile.open(source / "dist" / name) as archive:

@@ -19,7 +19,7 @@ from flask_reqctx import create_request_context, exit_context, get_request_conte
 
 
 def _seen(_item: object = None) -> str | None:
-    gevent.sleep(0)
+    gevent.sleep(0)  # a switch: the job's context survives it
     ctx = get_request_context()
     return ctx.request_id if ctx is not None else None
 

@@ -10,6 +10,7 @@ import gevent
 import gevent.pool
 import pytest
 from gevent import Greenlet
+from waiting import wait_until
 
 from flask_reqctx import bind, execution_id, get_request_context, stats, trigger_id
 
@@ -156,13 +157,13 @@ def test_child_outliving_its_request_keeps_the_context_until_it_ends(app, client
     children = []
 
     def late():
-        gevent.sleep(0.05)
+        gevent.sleep(0.05)  # suspended while its request ends
         return _ctx()
 
     _, ctx = run_in_request(app, client, lambda: children.append(gevent.spawn(late)))
     assert stats()["live"] == 1  # the request is gone, its child is not
     assert children[0].get() is ctx
-    gevent.sleep(0)  # let the hub run the rawlink that destroys it
+    wait_until(lambda: stats()["live"] == 0)  # the hub runs the rawlink that destroys it
     assert stats()["live"] == 0
 
 
@@ -209,7 +210,7 @@ def test_killed_before_start_and_killed_while_running_are_destroyed(app, client)
         return never.dead and sleeping.dead
 
     assert run_in_request(app, client, make)[0]
-    gevent.sleep(0)
+    wait_until(lambda: stats()["live"] == 0)  # the killed ones' rawlinks run in the hub
     assert stats()["live"] == 0
 
 

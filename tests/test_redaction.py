@@ -8,7 +8,6 @@ import logging
 
 import pytest
 from flask import Flask
-from servers import GunicornServer
 from werkzeug.test import TestResponse as Response
 
 from flask_reqctx import ReqCtx, default_data, get_request_context
@@ -274,12 +273,6 @@ def test_decisions_are_cached_per_name_and_the_cache_is_bounded():
         assert headers["X-Custom-0"] == headers[f"X-Custom-{_CACHE_SIZE + 199}"] == "v"
         assert headers["Content-Length"] == "3" and "Content-Type" not in headers
         assert len(headers) == _CACHE_SIZE + 200 + 2
-
-
-@pytest.fixture(scope="module")
-def server():
-    with GunicornServer() as srv:
-        yield srv
 
 
 def test_redaction_on_a_real_gevent_server(server):

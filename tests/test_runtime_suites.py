@@ -7,12 +7,11 @@ a context; if it silently did nothing, the gevent-suite tox env would pass for n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from servers import PACKAGE_PARENT
+from fresh_interpreter import run_in_fresh_interpreter
 
 # The runners are scripts run from their own folder: import them the same way.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime_suites"))
@@ -30,17 +29,18 @@ assert flask_reqctx.stats()["live"] >= 1
 """
 
 
-def _run(args: list[str], records: Path, *, with_site: bool) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLASK_REQCTX_PATCH")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SITE_DIR), PACKAGE_PARENT] if with_site else [PACKAGE_PARENT])
-    env["REQCTX_SUITE_RECORDS"] = str(records)
-    return subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+def _run(records: Path, *, with_site: bool, **program: str) -> subprocess.CompletedProcess[str]:
+    return run_in_fresh_interpreter(
+        **program,
+        pythonpath=[str(SITE_DIR)] if with_site else [],
+        env={"REQCTX_SUITE_RECORDS": str(records)},
+        timeout=120,
+        check=False,
     )
 
 
 def test_a_process_starts_with_flask_reqctx_imported_and_a_context_bound(tmp_path: Path) -> None:
-    out = _run(["-c", STATE_PROBE], tmp_path, with_site=True)
+    out = _run(tmp_path, with_site=True, code=STATE_PROBE)
     assert out.returncode == 0, out.stderr
     (record_file,) = tmp_path.glob("*.json")
     record = json.loads(record_file.read_text(encoding="utf-8"))
@@ -50,7 +50,7 @@ def test_a_process_starts_with_flask_reqctx_imported_and_a_context_bound(tmp_pat
 
 def test_the_records_prove_each_module_ran_in_the_state(tmp_path: Path) -> None:
     for module in ("test__joinall", "test__GreenletExit"):  # the second spawns nothing
-        out = _run(["-m", f"gevent.tests.{module}"], tmp_path, with_site=True)
+        out = _run(tmp_path, with_site=True, module=f"gevent.tests.{module}")
         assert out.returncode == 0, out.stderr
     assert check_records(["test__joinall"], read_records(str(tmp_path)), must_create={"test__joinall"}) == []
     # A module that created nothing from the context, or never ran, is reported.
@@ -65,7 +65,7 @@ def test_the_records_prove_each_module_ran_in_the_state(tmp_path: Path) -> None:
 
 def test_a_process_outside_the_harness_leaves_no_record(tmp_path: Path) -> None:
     """Without the site folder nothing is loaded, and the check says so: no silent pass."""
-    out = _run(["-m", "gevent.tests.test__joinall"], tmp_path, with_site=False)
+    out = _run(tmp_path, with_site=False, module="gevent.tests.test__joinall")
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.glob("*.json")) == []
     assert check_records(["test__joinall"], read_records(str(tmp_path))) != []

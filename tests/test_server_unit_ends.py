@@ -12,13 +12,9 @@ pytest.importorskip("gevent")
 REQUESTS = 10_000
 #: The shapes of ``server_app.UNIT_SHAPES`` (not imported here: it is the worker's app).
 UNIT_SHAPES = ("never-started", "pool-full", "pool-timeout", "unclosed-context")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with GunicornServer("gevent", workers=1, worker_connections=1000) as srv:
-        yield srv
-        assert srv.extension_errors() == []
+pytestmark = pytest.mark.gunicorn(
+    worker_class="gevent", workers=1, worker_connections=1000, allowed_errors=()
+)
 
 
 def _load(server: GunicornServer, path: str, requests: int) -> None:

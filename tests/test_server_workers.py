@@ -7,15 +7,17 @@ import http.client
 import json
 
 import pytest
-from servers import GunicornServer, check_fanout, check_late_results, get_late, run_load
+from servers import check_fanout, check_late_results, get_late, run_load
 
-
-@pytest.fixture(scope="module", params=["sync", "gthread"])
-def server(request):
-    threads = 8 if request.param == "gthread" else None
-    with GunicornServer(request.param, workers=2, threads=threads) as srv:
-        yield srv
-        assert srv.extension_errors() == []
+pytestmark = [
+    pytest.mark.gunicorn(workers=2, allowed_errors=()),
+    pytest.mark.parametrize(
+        "server",
+        [{"worker_class": "sync"}, {"worker_class": "gthread", "threads": 8}],
+        ids=["sync", "gthread"],
+        indirect=True,
+    ),
+]
 
 
 def test_concurrent_fanout_with_threads_each_sees_its_own_id(server):

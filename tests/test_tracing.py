@@ -15,6 +15,7 @@ import gevent.threadpool
 import pytest
 from flask import Flask, jsonify
 from fresh_interpreter import run_in_fresh_interpreter
+from waiting import wait_until
 
 from flask_reqctx import ReqCtx, create_request_context, get_request_context, stats, tracing
 
@@ -67,7 +68,7 @@ def test_a_request_records_its_units_with_kinds_triggers_outcomes_and_sites():
         failed = gevent.spawn(raises)
         killed = gevent.spawn(sleeps)
         never = gevent.Greenlet(returns)
-        gevent.sleep(0.002)
+        gevent.sleep(0.002)  # a yield: the spawned ones run, `sleeps` is suspended when killed
         killed.kill()
         never.kill()
         gevent.joinall([done, failed])
@@ -207,7 +208,7 @@ def test_an_unretrieved_task_exception_is_still_reported_by_asyncio():
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda loop, info: reported.append(info["message"]))
         asyncio.ensure_future(raises())  # noqa: RUF006 (dropped on purpose)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a yield: the dropped task runs and fails meanwhile
         gc.collect()  # the finished task, never asked for its result, is freed: asyncio reports it
 
     with create_request_context(request_id="unretrieved-1"):
@@ -272,7 +273,7 @@ def test_a_child_that_outlives_its_request_keeps_the_trace_live_until_it_ends():
     assert trace["units"][0]["end_ms"] is not None and trace["units"][1]["end_ms"] is None
     assert any(t["request_id"] == "outlives-1" for t in tracing.live())
     release.set()
-    gevent.sleep(0.01)
+    wait_until(lambda: ctx.execution_trace()["live"] is False)  # the released child ended
     assert ctx.execution_trace()["live"] is False
     assert not any(t["request_id"] == "outlives-1" for t in tracing.live())
     assert finished_trace("outlives-1")["units"][1]["outcome"] == "returned"
