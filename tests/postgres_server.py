@@ -14,10 +14,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import psycopg
 from servers import ServerError, stop_process
+from waiting import wait_until
 
 USER = "reqctx"
 
@@ -103,16 +103,22 @@ class PostgresServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(f"postgres exited early (rc={self.proc.returncode}):\n{self.log()}")
-            try:
-                psycopg.connect(self.dsn, connect_timeout=1).close()
-                return
-            except psycopg.OperationalError:
-                time.sleep(0.05)
-        raise ServerError(f"postgres not ready after {self.startup_timeout}s:\n{self.log()}")
+        wait_until(
+            self._accepting,
+            self.startup_timeout,
+            interval=0.05,
+            message=lambda: f"postgres not ready after {self.startup_timeout}s:\n{self.log()}",
+        )
+
+    def _accepting(self) -> bool:
+        """A connection succeeds; raises if postgres exited (it will not come up)."""
+        if self.proc.poll() is not None:
+            raise ServerError(f"postgres exited early (rc={self.proc.returncode}):\n{self.log()}")
+        try:
+            psycopg.connect(self.dsn, connect_timeout=1).close()
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def log(self) -> str:
         with open(self._log_path, encoding="utf-8", errors="replace") as log:
