@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
 import pytest
 from servers import GunicornServer
+from waiting import wait_until
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -21,23 +21,18 @@ def readme_access_logformat() -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def server():
-    args = ["--access-logfile", "-", "--access-logformat", readme_access_logformat()]
-    with GunicornServer(app="server_app:app", extra_args=args) as server:
-        yield server
+pytestmark = pytest.mark.gunicorn(
+    app="server_app:app",
+    extra_args=["--access-logfile", "-", "--access-logformat", readme_access_logformat()],
+)
 
 
 def access_line(server: GunicornServer, path: str, timeout: float = 10.0) -> str:
     """The one access-log line for ``GET path`` (polled: gunicorn writes it after the response)."""
     pattern = re.compile(rf'^127\.0\.0\.1 "GET {re.escape(path)} HTTP/1\.1" .*$', re.M)
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = pattern.findall(server.log(None))
-        if lines or time.monotonic() > deadline:
-            assert len(lines) == 1, (path, lines, server.log())
-            return lines[0]
-        time.sleep(0.02)
+    lines = wait_until(lambda: pattern.findall(server.log(None)), timeout, 0.02, lambda: server.log())
+    assert len(lines) == 1, (path, lines, server.log())
+    return str(lines[0])
 
 
 @pytest.mark.parametrize(
