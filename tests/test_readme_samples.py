@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-import time
 
 from servers import PACKAGE_PARENT, TESTS_DIR, GunicornServer
+from waiting import wait_until
 
 REPO = os.path.dirname(TESTS_DIR)
 
@@ -30,9 +30,7 @@ def test_the_quickstart_runs_under_gunicorn_gevent_and_both_children_print_its_i
         body = server.get_json("/")
         assert set(body) == {"request_id", "trace_id", "data"}
         lines = {f"{body['request_id']} spawned", f"{body['request_id']} thread"}
-        deadline = time.monotonic() + 10
-        while not lines <= set(server.log(None).splitlines()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: lines <= set(server.log(None).splitlines()), 10, 0.05, lambda: server.log())
         assert lines <= set(server.log(None).splitlines()), server.log()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import string
 import threading
-import time
 from urllib.parse import unquote
 
 import psycopg
@@ -18,6 +17,7 @@ from postgres_server import PostgresServer
 from servers import GunicornServer, run_load
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
+from waiting import wait_until
 
 from flask_reqctx import ReqCtx, RequestContext, create_request_context, get_request_context
 from flask_reqctx.integrations import sqlalchemy as reqctx_sqlalchemy
@@ -178,15 +178,14 @@ def test_seen_in_pg_stat_activity_and_the_server_log(postgres, engine):
         with create_request_context(request_id="slow:query-1") as ctx:
             worker = threading.Thread(target=sleeping_query)
             worker.start()
-        rows: list = []
-        deadline = time.monotonic() + 20
-        while not rows and time.monotonic() < deadline:
-            rows = dba.execute(
+        rows = wait_until(
+            lambda: dba.execute(
                 "SELECT pid, query FROM pg_stat_activity"
                 " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'"
-            ).fetchall()
-            if not rows:
-                time.sleep(0.02)
+            ).fetchall(),
+            20,
+            0.02,
+        )
         assert len(rows) == 1, rows
         pid, query = rows[0]
         expected = {"request_id": "slow:query-1", "traceparent": f"00-{ctx.trace_id}-{ctx.trace.span_id}-00"}
@@ -197,12 +196,9 @@ def test_seen_in_pg_stat_activity_and_the_server_log(postgres, engine):
 
     with create_request_context(request_id="logged:1"):
         current_query(engine, "SELECT 'log line marker'")
-    deadline = time.monotonic() + 10
-    lines: list[str] = []
-    while not lines and time.monotonic() < deadline:
-        lines = [line for line in postgres.log().splitlines() if "log line marker" in line]
-        if not lines:
-            time.sleep(0.02)
+    lines = wait_until(
+        lambda: [line for line in postgres.log().splitlines() if "log line marker" in line], 10, 0.02
+    )
     assert len(lines) == 1 and "duration:" in lines[0], lines
     assert parse_comment(lines[0].split(": ", 3)[-1]) == {
         "request_id": "logged:1",
