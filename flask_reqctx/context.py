@@ -12,13 +12,15 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from flask import globals as flask_globals
+
 from .otel import OTEL_TRACE_MODULE
 from .tracecontext import TraceContext, start_trace, trace_ids
 
 if TYPE_CHECKING:
     from .registry import Unit
 
-__all__ = ["RequestContext", "current_context", "current_unit", "get_request_context"]
+__all__ = ["FLASK_VARIABLES", "RequestContext", "current_context", "current_unit", "get_request_context"]
 
 
 class RequestContext:
@@ -137,6 +139,17 @@ current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.co
 #: The lifecycle record of the current unit, for ids and hooks; never on the hot path.  A
 #: request served by the middleware binds only :data:`current_context` (see registry).
 current_unit: ContextVar[Unit | None] = ContextVar("flask_reqctx.unit", default=None)
+
+#: Flask's own request and app context variables: the ones a child unit does not inherit
+#: (``flask.has_request_context()`` is False there, ``flask.request`` raises Flask's own
+#: "Working outside of request context"), so a late child never reads, nor keeps alive, a
+#: torn-down request or ``g``.  Flask keeps them under private names; a Flask without one
+#: of them simply has nothing of it to leave out.
+FLASK_VARIABLES: frozenset[ContextVar[Any]] = frozenset(
+    var
+    for var in (getattr(flask_globals, name, None) for name in ("_cv_request", "_cv_app"))
+    if var is not None
+)
 
 #: ``get_request_context()`` is the bound ``ContextVar.get``: no Python frame, no allocation.
 get_request_context: Callable[[], RequestContext | None] = current_context.get

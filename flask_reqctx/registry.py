@@ -7,7 +7,8 @@ something needs it, so a plain request costs two counter ticks and no object:
 * ``live`` is exact from two counters: every unit opened ticks one, every unit ended the
   other, exactly once (:meth:`Unit.end` is idempotent and thread-safe).
 * A child unit (greenlet, thread, job, task) gets a :class:`Unit` at creation, stored in
-  its own ``contextvars`` context next to the request context it inherits.  A unit that
+  its own ``contextvars`` context: a copy of its creator's whole context as it was at that
+  moment, less Flask's own request and app variables (:func:`carried_context`).  A unit that
   vanishes without ending (a greenlet never started, a thread or task that dies holding a
   context made by :func:`create_request_context`) is ended when its record is freed.
 * A request served by the middleware binds only the context; its :class:`Unit` (its
@@ -22,21 +23,22 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
-from contextvars import Context
+from contextvars import Context, ContextVar, copy_context
+from itertools import filterfalse
 from typing import Any, TypeVar, cast
 
 from . import hooks, signals
-from .context import RequestContext, current_context, current_unit
+from .context import FLASK_VARIABLES, RequestContext, current_context, current_unit
 from .ids import check_request_id, new_request_id
 
 __all__ = [
     "Unit",
     "bind",
+    "carried_context",
     "close_request_context",
     "create_request_context",
     "execution_id",
     "exit_context",
-    "run_in",
     "stats",
     "trigger_id",
 ]
@@ -56,7 +58,7 @@ class Unit:
     (the other way round would make a reference cycle and delay freeing the request).
     """
 
-    __slots__ = ("context", "eid", "kind", "open", "restore", "template", "trigger_eid")
+    __slots__ = ("context", "eid", "kind", "open", "restore", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = next(eids)
@@ -67,8 +69,6 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
-        #: The Context its children start from, a copy each (see child_context).
-        self.template: Context | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -160,13 +160,10 @@ def announce_request(context: RequestContext) -> None:
 
 def end_request_hooked(context: RequestContext, sender: Any) -> None:
     """A request served by the middleware has ended (with hooks, receivers or a unit of its
-    own): its destroy hook and signal; its unit's template, which refers to the context
-    that refers to the unit, is dropped (see child_context)."""
+    own): its destroy hook and signal."""
     unit = context._unit
-    if unit is not None:
-        unit.template = None
-        if hooks.lifecycle_hooks:
-            hooks.emit_destroy(unit.eid)
+    if unit is not None and hooks.lifecycle_hooks:
+        hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
 
@@ -185,10 +182,8 @@ def open_child(kind: str, resource: Any, *, init: bool = True) -> tuple[Unit, Co
 def child_context(context: RequestContext, kind: str, resource: Any, *, init: bool = True) -> Context:
     """A child unit of the current one, which holds ``context``, registered (init fires,
     unless ``init=False``: then :func:`announce` fires it); returned as the
-    :class:`contextvars.Context` the child runs in, which holds it.
-
-    Only our two variables are carried: Flask's own request context is not (``flask.request``
-    in a child that outlives its request would read a torn-down request).
+    :class:`contextvars.Context` the child runs in: :func:`carried_context` holding the
+    child's unit.
     """
     parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
@@ -199,23 +194,41 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     unit.trigger_eid = parent.eid
     unit.kind = kind
     unit.context = context
-    unit.restore = unit.template = None
+    unit.restore = None
     unit.open = True
     next(units_opened)
     if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    # A copy of a Context holding the request context, kept by the parent for its next
-    # children, is cheaper than a fresh one.  Never kept by the unit of a request that has
-    # ended: the context refers to that unit, so it would be a cycle that nothing breaks.
-    template = parent.template
-    if template is None:
-        template = Context()
-        template.run(_set_context, context)
-        if parent is not context._unit or not context._ended:
-            parent.template = template
-    child_vars = template.copy()
+    child_vars = carried_context()
     child_vars.run(_set_unit, unit)
     return child_vars
+
+
+def carried_context() -> Context:
+    """What a unit created now starts from: a copy of the whole current ``contextvars``
+    context (other libraries' variables too: OpenTelemetry's span, structlog's, Sentry's
+    scopes, the user's own), as asyncio gives a task, less Flask's own request and app
+    variables (:data:`~flask_reqctx.context.FLASK_VARIABLES`).
+
+    The copy is O(1) (the mapping is immutable and shared).  A ``Context`` can lack a
+    variable only when built from an empty one, so where Flask's are present (in the
+    request's own unit) the others are set one by one into a fresh one: C-level iterators,
+    no Python loop.  Never cached between siblings: only the identity of the mapping could
+    tell that nothing changed, and ``Context.__eq__`` compares values (a var set to an equal
+    but distinct object would hand the old one to the next child).
+    """
+    snapshot = _copy_context()
+    if _flask_variables.isdisjoint(snapshot):
+        return snapshot
+    names = list(filterfalse(_flask_variables.__contains__, snapshot))
+    carried = Context()
+    carried.run(all, map(_set_variable, names, map(snapshot.__getitem__, names)))
+    return carried
+
+
+_copy_context = copy_context
+_flask_variables = FLASK_VARIABLES
+_set_variable = ContextVar.set
 
 
 def execution_id() -> int:
@@ -303,40 +316,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 
-def run_in(
-    context: RequestContext | None, unit: Unit | None, fn: Callable[..., R], /, *args: Any, **kwargs: Any
-) -> R:
-    """Run ``fn`` with ``context`` and ``unit`` bound, restoring what was bound before."""
-    context_token = current_context.set(context)
-    unit_token = current_unit.set(unit)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        current_unit.reset(unit_token)
-        current_context.reset(context_token)
-
-
 def bind(fn: F) -> F:
     """Return ``fn`` wrapped to run in the context current now (Node's ``AsyncLocalStorage.bind``).
 
     For work handed to something the extension cannot see: a callback registry, a
-    third-party pool, a queue consumed elsewhere.  Outside a context, ``fn`` runs with none.
+    third-party pool, a queue consumed elsewhere.  ``fn`` runs in a copy of what a child
+    created now would start from (:func:`carried_context`: every context variable but
+    Flask's), a fresh copy per call, so calls neither see each other's changes nor leak
+    them to the caller.  Outside a request context, ``fn`` runs with none.
     """
-    context, unit = current_context.get(), current_unit.get()
+    carried = carried_context()
 
     @functools.wraps(fn)
     def bound(*args: Any, **kwargs: Any) -> Any:
-        return run_in(context, unit, fn, *args, **kwargs)
+        return carried.copy().run(fn, *args, **kwargs)
 
     return bound  # type: ignore[return-value]
 
 
 def exit_context(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-    """Run ``fn(*args, **kwargs)`` with no context (Node's ``AsyncLocalStorage.exit``).
+    """Run ``fn(*args, **kwargs)`` with none of the request's state (Node's
+    ``AsyncLocalStorage.exit``): in an empty ``contextvars`` context, so neither our context
+    nor any variable the request set (a span, structlog's, Sentry's, the user's) is seen by
+    ``fn`` or by what it starts.
 
     For work started from inside a request that must not belong to it: a long-lived
     worker greenlet or thread started lazily on the first request would otherwise keep
     that request's context for its whole life, e.g.
     ``exit_context(gevent.spawn, consume_forever)``.
     """
-    return run_in(None, None, fn, *args, **kwargs)
+    return Context().run(fn, *args, **kwargs)

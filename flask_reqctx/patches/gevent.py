@@ -32,7 +32,7 @@ from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import child_context, close_request_context, open_child, run_in, units_ended
+from ..registry import carried_context, child_context, close_request_context, open_child, units_ended
 from .jobs import abandon, announce_job, wait_for
 
 __all__ = ["install"]
@@ -135,18 +135,18 @@ def _capturing(base: Any) -> Any:
 
 
 class _LinkedInContext:
-    """A link callback that runs in the context of whoever linked it.  Equal to, and
+    """A link callback that runs in the context of whoever linked it, as it was at the
+    link (:func:`~flask_reqctx.registry.carried_context`, a copy per call).  Equal to, and
     hashed as, the callback itself, so ``unlink(callback)`` finds it as gevent would."""
 
-    __slots__ = ("callback", "context", "unit")
+    __slots__ = ("callback", "carried")
 
     def __init__(self, callback: Any) -> None:
         self.callback = callback
-        self.context = current_context.get()
-        self.unit = current_unit.get()
+        self.carried = carried_context()
 
     def __call__(self, *args: Any) -> Any:
-        return run_in(self.context, self.unit, self.callback, *args)
+        return self.carried.copy().run(self.callback, *args)
 
     def __eq__(self, other: object) -> bool:
         return bool(self.callback == other)
