@@ -57,7 +57,9 @@ def test_each_child_kind_continues_the_requests_trace(services, kind):
     assert (version, sent_trace, sent_parent) == ("00", trace_id, client["span_id"])
     assert int(flags, 16) & 1  # sampled (OpenTelemetry also sets W3C level 2's random-id bit)
     assert downstream_saw["trace_id"] == trace_id
-    servers = [s for s in downstream.get_json("/spans") if s["kind"] == "SERVER" and s["trace_id"] == trace_id]
+    servers = [
+        s for s in downstream.get_json("/spans") if s["kind"] == "SERVER" and s["trace_id"] == trace_id
+    ]
     assert [s["parent_id"] for s in servers] == [client["span_id"]]
 
     observed = traced.get_json("/observed")
@@ -71,7 +73,13 @@ def test_a_users_variable_under_500_requests_in_flight_with_late_children(servic
     traced, _downstream = services
     requests = 2000
     report = run_load(
-        traced, path="/late", requests=requests, concurrency=500, keepalive=True, id_prefix="late", detail=True
+        traced,
+        path="/late",
+        requests=requests,
+        concurrency=500,
+        keepalive=True,
+        id_prefix="late",
+        detail=True,
     )
     assert report["error_count"] == 0, report["errors"]
     assert report["max_in_flight"] == 500
@@ -84,6 +92,8 @@ def test_a_users_variable_under_500_requests_in_flight_with_late_children(servic
     assert len(seen) == requests
     # Each late child saw its own request's value as it was at the child's creation: never
     # another request's, nor what its creator or another child set afterwards.
-    assert all(entry["user"] == entry["ctx"] for entry in seen), [e for e in seen if e["user"] != e["ctx"]][:5]
+    assert all(entry["user"] == entry["ctx"] for entry in seen), [e for e in seen if e["user"] != e["ctx"]][
+        :5
+    ]
     assert {entry["ctx"] for entry in seen} == sent
     traced.wait_idle()

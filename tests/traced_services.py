@@ -100,7 +100,9 @@ def make_downstream() -> Flask:
 
     @app.get("/hop")
     def hop() -> Any:
-        return jsonify(traceparent=request.headers.get("traceparent"), trace_id=get_request_context().trace_id)
+        return jsonify(
+            traceparent=request.headers.get("traceparent"), trace_id=get_request_context().trace_id
+        )
 
     return app
 
