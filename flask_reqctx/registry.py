@@ -23,8 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
-from contextvars import Context, ContextVar, copy_context
-from itertools import filterfalse
+from contextvars import Context, copy_context
 from typing import Any, TypeVar, cast
 
 from . import hooks, signals
@@ -212,23 +211,32 @@ def carried_context() -> Context:
 
     The copy is O(1) (the mapping is immutable and shared).  A ``Context`` can lack a
     variable only when built from an empty one, so where Flask's are present (in the
-    request's own unit) the others are set one by one into a fresh one: C-level iterators,
-    no Python loop.  Never cached between siblings: only the identity of the mapping could
-    tell that nothing changed, and ``Context.__eq__`` compares values (a var set to an equal
-    but distinct object would hand the old one to the next child).
+    request's own unit) the others are set one by one into a fresh one.  Never cached
+    between siblings: only the identity of the mapping could tell that nothing changed,
+    and ``Context.__eq__`` compares values (a variable set to an equal but distinct object,
+    a fresh ``[]`` per child, would hand the first child's object to the next).
     """
     snapshot = _copy_context()
-    if _flask_variables.isdisjoint(snapshot):
+    for variable in _flask_variables:
+        if variable in snapshot:
+            break
+    else:
         return snapshot
-    names = list(filterfalse(_flask_variables.__contains__, snapshot))
     carried = Context()
-    carried.run(all, map(_set_variable, names, map(snapshot.__getitem__, names)))
+    carried.run(_set_carried, snapshot)
     return carried
 
 
+def _set_carried(snapshot: Context) -> None:
+    """Set, in the current (fresh) context, every variable of ``snapshot`` but Flask's."""
+    flask_variables = _flask_variables
+    for variable, value in snapshot.items():
+        if variable not in flask_variables:
+            variable.set(value)
+
+
 _copy_context = copy_context
-_flask_variables = FLASK_VARIABLES
-_set_variable = ContextVar.set
+_flask_variables = tuple(FLASK_VARIABLES)
 
 
 def execution_id() -> int:
