@@ -20,7 +20,14 @@ from .tracecontext import TraceContext, start_trace, trace_ids
 if TYPE_CHECKING:
     from .registry import Unit
 
-__all__ = ["FLASK_VARIABLES", "RequestContext", "current_context", "current_unit", "get_request_context"]
+__all__ = [
+    "FLASK_APP_VARIABLE",
+    "FLASK_VARIABLES",
+    "RequestContext",
+    "current_context",
+    "current_unit",
+    "get_request_context",
+]
 
 
 class RequestContext:
@@ -150,6 +157,8 @@ FLASK_VARIABLES: frozenset[ContextVar[Any]] = frozenset(
     for var in (getattr(flask_globals, name, None) for name in ("_cv_request", "_cv_app"))
     if var is not None
 )
+#: Set wherever Flask's request context is (pushing one pushes its app's context first).
+FLASK_APP_VARIABLE: ContextVar[Any] = flask_globals._cv_app
 
 #: ``get_request_context()`` is the bound ``ContextVar.get``: no Python frame, no allocation.
 get_request_context: Callable[[], RequestContext | None] = current_context.get

@@ -21,13 +21,14 @@ Execution ids come from a counter, never reused (unlike ``id()`` or thread ident
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 from collections.abc import Callable
-from contextvars import Context, copy_context
+from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeVar, cast
 
 from . import hooks, signals
-from .context import FLASK_VARIABLES, RequestContext, current_context, current_unit
+from .context import FLASK_APP_VARIABLE, FLASK_VARIABLES, RequestContext, current_context, current_unit
 from .ids import check_request_id, new_request_id
 
 __all__ = [
@@ -57,7 +58,7 @@ class Unit:
     (the other way round would make a reference cycle and delay freeing the request).
     """
 
-    __slots__ = ("context", "eid", "kind", "open", "restore", "trigger_eid")
+    __slots__ = ("context", "eid", "kind", "mapping", "open", "restore", "template", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = next(eids)
@@ -68,6 +69,11 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
+        #: What its children start from (see carried_context), kept while the mapping of
+        #: its contextvars context, which it was made from, stays the same; both refer
+        #: back to the unit, so they are dropped when it ends.
+        self.mapping: object = None
+        self.template: Context | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -76,6 +82,7 @@ class Unit:
         # No call between the test and the store: CPython switches threads (and greenlet
         # switches happen) only at calls and backward jumps, so one of two racers gets here.
         self.open = False
+        self.mapping = self.template = None
         next(units_ended)
         if hooks.lifecycle_hooks:
             hooks.emit_destroy(self.eid)
@@ -161,8 +168,10 @@ def end_request_hooked(context: RequestContext, sender: Any) -> None:
     """A request served by the middleware has ended (with hooks, receivers or a unit of its
     own): its destroy hook and signal."""
     unit = context._unit
-    if unit is not None and hooks.lifecycle_hooks:
-        hooks.emit_destroy(unit.eid)
+    if unit is not None:
+        unit.mapping = unit.template = None  # they refer to Flask's request (see carried_context)
+        if hooks.lifecycle_hooks:
+            hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
 
@@ -193,17 +202,18 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     unit.trigger_eid = parent.eid
     unit.kind = kind
     unit.context = context
-    unit.restore = None
+    unit.restore = unit.mapping = unit.template = None
     unit.open = True
     next(units_opened)
     if hooks.lifecycle_hooks and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    child_vars = carried_context()
+    # Never kept by the unit of a request that has ended: nothing would drop it.
+    child_vars = carried_context(parent, parent is not context._unit or not context._ended)
     child_vars.run(_set_unit, unit)
     return child_vars
 
 
-def carried_context() -> Context:
+def carried_context(holder: Unit | None = None, keep: bool = False) -> Context:
     """What a unit created now starts from: a copy of the whole current ``contextvars``
     context (other libraries' variables too: OpenTelemetry's span, structlog's, Sentry's
     scopes, the user's own), as asyncio gives a task, less Flask's own request and app
@@ -211,20 +221,30 @@ def carried_context() -> Context:
 
     The copy is O(1) (the mapping is immutable and shared).  A ``Context`` can lack a
     variable only when built from an empty one, so where Flask's are present (in the
-    request's own unit) the others are set one by one into a fresh one.  Never cached
-    between siblings: only the identity of the mapping could tell that nothing changed,
-    and ``Context.__eq__`` compares values (a variable set to an equal but distinct object,
-    a fresh ``[]`` per child, would hand the first child's object to the next).
+    request's own unit) the others are set one by one into a fresh one, a *template*.
+    ``holder``, the creating unit, keeps it (with ``keep``) for its next children, as long
+    as its context's mapping is the very same object: nothing was set since.  Only identity
+    will do (``Context.__eq__`` compares values: a variable set to an equal but distinct
+    object, a fresh ``[]`` per child, would hand the first child's object to the next), and
+    only ``gc.get_referents`` shows the mapping (checked at import; without it, no reuse).
     """
     snapshot = _copy_context()
-    for variable in _flask_variables:
-        if variable in snapshot:
-            break
-    else:
+    if _flask_app_variable not in snapshot:  # Flask's request context comes with its app's
         return snapshot
-    carried = Context()
-    carried.run(_set_carried, snapshot)
-    return carried
+    if holder is None or not MAPPING_VISIBLE:
+        template = Context()
+        template.run(_set_carried, snapshot)
+        return template
+    mapping = _get_referents(snapshot)[0]
+    kept = holder.template
+    if mapping is holder.mapping and kept is not None:
+        template = kept
+    else:
+        template = Context()
+        template.run(_set_carried, snapshot)
+        if keep:
+            holder.mapping, holder.template = mapping, template
+    return template.copy()
 
 
 def _set_carried(snapshot: Context) -> None:
@@ -235,8 +255,24 @@ def _set_carried(snapshot: Context) -> None:
             variable.set(value)
 
 
+def _mapping_visible() -> bool:
+    """Whether ``gc.get_referents`` of a copied ``Context`` is its mapping alone, the same
+    object while nothing is set and another once something is (CPython's layout)."""
+    probe = Context()
+    first, second = gc.get_referents(probe.copy()), gc.get_referents(probe.copy())
+    if len(first) != 1 or len(second) != 1 or first[0] is not second[0]:
+        return False
+    probe.run(_probe_variable.set, True)
+    changed = gc.get_referents(probe.copy())
+    return len(changed) == 1 and changed[0] is not first[0]
+
+
+_probe_variable: ContextVar[bool] = ContextVar("flask_reqctx.probe", default=False)
+MAPPING_VISIBLE = _mapping_visible()
 _copy_context = copy_context
+_get_referents = gc.get_referents
 _flask_variables = tuple(FLASK_VARIABLES)
+_flask_app_variable = FLASK_APP_VARIABLE
 
 
 def execution_id() -> int:

@@ -5,8 +5,8 @@ Not a test module.  ``make_traced()`` (service A) creates one child of a given k
 (service B) with ``requests``; both services record their finished spans in memory
 (``/spans``).  A's children also write a structlog line and capture a Sentry event (an
 in-memory transport: nothing leaves the process), read back from ``/observed``.  ``/late``
-sets a user's own ``ContextVar`` to the request's id and leaves a child that reads it after
-the response (``/late-results``).
+(``make_late()``) sets a user's own ``ContextVar`` to the request's id and leaves a child
+that reads it after the response (``/late-results``).
 """
 
 from __future__ import annotations
@@ -153,6 +153,36 @@ def _answer(span: Any, child: Any) -> Any:
     )
 
 
+def make_late() -> Flask:
+    """A service whose ``/late`` leaves a child that reads the user's variable after the
+    response went out (no tracing: the load test is about the variable alone)."""
+    app = Flask("late")
+    ReqCtx(app)
+    _common(app)
+
+    @app.get("/late")
+    def late() -> Any:
+        request_id = get_request_context().request_id
+        USER.set(request_id)
+
+        def child() -> None:
+            ctx = get_request_context()
+            LATE.append({"user": USER.get(), "ctx": ctx.request_id if ctx else None})
+            USER.set("set by a late child")  # must reach no other unit
+
+        gevent.spawn_later(0.01, child)
+        USER.set("set after the child was created")
+        return jsonify(request_id=request_id)
+
+    @app.get("/late-results")
+    def late_results() -> Any:
+        out = list(LATE)
+        LATE.clear()
+        return jsonify(out)
+
+    return app
+
+
 def make_traced() -> Flask:
     """Service A: one child of each kind calls B, inside a span of the view's."""
     reqctx_requests.install()
@@ -183,27 +213,6 @@ def make_traced() -> Flask:
         with tracer.start_as_current_span("create asyncio") as span:
             child = await asyncio.create_task(_async_work())
         return _answer(span, child)
-
-    @app.get("/late")
-    def late() -> Any:
-        """A child that reads the user's variable after the response went out."""
-        request_id = get_request_context().request_id
-        USER.set(request_id)
-
-        def child() -> None:
-            ctx = get_request_context()
-            LATE.append({"user": USER.get(), "ctx": ctx.request_id if ctx else None})
-            USER.set("set by a late child")  # must reach no other unit
-
-        gevent.spawn_later(0.01, child)
-        USER.set("set after the child was created")
-        return jsonify(request_id=request_id)
-
-    @app.get("/late-results")
-    def late_results() -> Any:
-        out = list(LATE)
-        LATE.clear()
-        return jsonify(out)
 
     @app.get("/observed")
     def observed() -> Any:

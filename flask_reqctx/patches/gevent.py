@@ -32,7 +32,7 @@ from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import carried_context, child_context, close_request_context, open_child, units_ended
+from ..registry import carried_context, child_context, close_request_context, open_child
 from .jobs import abandon, announce_job, wait_for
 
 __all__ = ["install"]
@@ -100,11 +100,8 @@ def _capturing(base: Any) -> Any:
                 if unit is not None:
                     if unit.restore is not None:
                         _close_left_open()
-                    elif unit.open:  # unit.end(), inline
-                        unit.open = False
-                        next(units_ended)
-                        if hooks.lifecycle_hooks:
-                            hooks.emit_destroy(unit.eid)
+                    else:
+                        unit.end()
 
         def kill(self, *args: Any, **kwargs: Any) -> None:
             base.kill(self, *args, **kwargs)
