@@ -87,8 +87,10 @@ def _capturing(base: Any) -> Any:
             self = base_new(cls)
             context = get_context()
             if context is not None:
-                if args and cls.__init__ is gevent_init and callable(args[0]):
-                    self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
+                # What it will run, for init hooks (gevent's __init__ sets it too); only then:
+                # a greenlet given an attribute here gets an instance dict early (~4k instructions).
+                if hooks.lifecycle_hooks and args and cls.__init__ is gevent_init and callable(args[0]):
+                    self._run = args[0]
                 self.gr_context = child_context(context, "greenlet", self)
             return self
 
