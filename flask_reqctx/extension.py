@@ -341,7 +341,7 @@ def _serving(
         else:
             context.request_id = next(fresh_ids)
         next(units_opened)
-        if hooks.lifecycle_hooks:
+        if hooks.enabled.lifecycle:
             announce_request(context)
         return context
 
@@ -375,7 +375,7 @@ def _serving(
                 start_response(context._status, context._headers)
             context._ended = True  # what finish() does, inline
             next(units_ended)
-            if hooks.lifecycle_hooks or context_destroyed.receivers or context._unit is not None:
+            if hooks.enabled.lifecycle or context_destroyed.receivers or context._unit is not None:
                 end_request_hooked(context, app_ref())
             return app_iter
         except BaseException as exc:

@@ -84,7 +84,7 @@ class Unit:
         self.open = False
         self.mapping = self.template = None
         next(units_ended)
-        if hooks.lifecycle_hooks:
+        if hooks.enabled.lifecycle:
             hooks.emit_destroy(self.eid)
         return True
 
@@ -111,7 +111,7 @@ def open_unit(
     unit = Unit(kind, trigger_eid, context)
     unit.open = True
     next(units_opened)
-    if hooks.lifecycle_hooks and init:
+    if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
 
@@ -122,7 +122,7 @@ def announce(unit: Unit, resource: Any) -> None:
     For units whose resource is made by the call that schedules them (an executor's Future,
     an asyncio Task): init gets it, as Node's does.  Call it before the unit's code can run
     and before it can end (see :mod:`flask_reqctx.patches.jobs` for pools)."""
-    if hooks.lifecycle_hooks:
+    if hooks.enabled.lifecycle:
         hooks.emit_init(unit.eid, unit.kind, unit.trigger_eid, resource)
 
 
@@ -170,7 +170,7 @@ def end_request_hooked(context: RequestContext, sender: Any) -> None:
     unit = context._unit
     if unit is not None:
         unit.mapping = unit.template = None  # they refer to Flask's request (see carried_context)
-        if hooks.lifecycle_hooks:
+        if hooks.enabled.lifecycle:
             hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
@@ -205,7 +205,7 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     unit.restore = unit.mapping = unit.template = None
     unit.open = True
     next(units_opened)
-    if hooks.lifecycle_hooks and init:
+    if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     # Never kept by the unit of a request that has ended: nothing would drop it.
     child_vars = carried_context(parent, parent is not context._unit or not context._ended)
@@ -287,10 +287,15 @@ def trigger_id() -> int:
 
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
-    # itertools.count shows its next value: read both without ticking them.
-    ended = int(repr(units_ended)[6:-1])
-    created = int(repr(units_opened)[6:-1])
+    ended, created = counted(units_ended), counted(units_opened)
     return {"live": created - ended, "created": created, "destroyed": ended}
+
+
+def counted(counter: itertools.count[int]) -> int:
+    """How many times ``counter`` (started at 0) has ticked, read without ticking it: its
+    pickle state is the next value."""
+    state: tuple[Any, tuple[int, ...]] = counter.__reduce__()  # type: ignore[assignment]
+    return state[1][0]
 
 
 class CreatedContext(RequestContext):

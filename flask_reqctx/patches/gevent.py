@@ -89,7 +89,7 @@ def _capturing(base: Any) -> Any:
             if context is not None:
                 # What it will run, for init hooks (gevent's __init__ sets it too); only then:
                 # a greenlet given an attribute here gets an instance dict early (~4k instructions).
-                if hooks.lifecycle_hooks and args and cls.__init__ is gevent_init and callable(args[0]):
+                if hooks.enabled.lifecycle and args and cls.__init__ is gevent_init and callable(args[0]):
                     self._run = args[0]
                 self.gr_context = child_context(context, "greenlet", self)
             return self
@@ -176,7 +176,7 @@ def _install_threadpool() -> None:
             return original_spawn(self, func, *args, **kwargs)
         unit, job_vars = child
         gate = None
-        if hooks.lifecycle_hooks:  # a pool thread may start the job at once: it waits for the init
+        if hooks.enabled.lifecycle:  # a pool thread may start the job at once: it waits for the init
             gate = _native_lock()  # the pool's threads are real ones, also under monkey-patching
             gate.acquire()
         try:
