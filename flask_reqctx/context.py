@@ -37,10 +37,10 @@ class RequestContext:
     so a request that never looks at it does not pay for it; likewise :attr:`trace`.
     """
 
-    __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "_unit", "request_id")
+    __slots__ = ("__weakref__", "_data", "_load", "_trace", "origin", "request_id", "unit")
     #: Whether the middleware has ended the request: a slot of the middleware's contexts;
     #: any other context has no request unit of its own and counts as ended.
-    _ended: bool = True
+    ended: bool = True
 
     def __init__(
         self,
@@ -58,9 +58,9 @@ class RequestContext:
         #: an incoming traceparent or the first ask.
         self._trace: TraceContext | str | None = trace_id
         #: The settings of the app that made it (outgoing header names); None outside Flask.
-        self._origin: Any = None
+        self.origin: Any = None
         #: The unit of a request served by the middleware, made on first need (see registry).
-        self._unit: Unit | None = None
+        self.unit: Unit | None = None
 
     @property
     def trace(self) -> TraceContext:
@@ -80,6 +80,12 @@ class RequestContext:
     @trace.setter
     def trace(self, value: TraceContext | None) -> None:
         self._trace = value
+
+    @property
+    def known_trace(self) -> TraceContext | None:
+        """:attr:`trace` if this context has one already (never starts one)."""
+        trace = self._trace
+        return trace if isinstance(trace, TraceContext) else None
 
     @property
     def trace_id(self) -> str:

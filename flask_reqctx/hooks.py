@@ -158,7 +158,7 @@ class _ThreadTracer:
             if context is not None:
                 unit = current_unit.get()
                 if unit is None or unit.context is not context:
-                    unit = context._unit  # a request's own unit (made at its start while hooked)
+                    unit = context.unit  # a request's own unit (made at its start while hooked)
                 if unit is not None:
                     self.inside = unit.eid
                     _call(enabled.before, unit.eid)

@@ -145,16 +145,16 @@ def request_unit(context: RequestContext) -> Unit:
     Only called from that request's own unit, where :data:`current_unit` still holds the
     server's unit (a connection greenlet, a worker thread): that is the request's trigger.
     """
-    unit = context._unit
+    unit = context.unit
     if unit is None:
         server = current_unit.get()
         if server is None:
             server = Unit("root", 0, None)
             current_unit.set(server)
         unit = Unit("request", server.eid, None)
-        if context._unit is None:  # another thread may have won the race
-            context._unit = unit
-        unit = context._unit
+        if context.unit is None:  # another thread may have won the race
+            context.unit = unit
+        unit = context.unit
     return unit
 
 
@@ -167,7 +167,7 @@ def announce_request(context: RequestContext) -> None:
 def end_request_hooked(context: RequestContext, sender: Any) -> None:
     """A request served by the middleware has ended (with hooks, receivers or a unit of its
     own): its destroy hook and signal."""
-    unit = context._unit
+    unit = context.unit
     if unit is not None:
         unit.mapping = unit.template = None  # they refer to Flask's request (see carried_context)
         if hooks.enabled.lifecycle:
@@ -195,7 +195,7 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     """
     parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
-        parent = context._unit or request_unit(context)
+        parent = context.unit or request_unit(context)
     # open_unit(), inline and without an __init__ frame: this runs once per child.
     unit: Unit = _new_unit(Unit)
     unit.eid = next(eids)
@@ -208,7 +208,7 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
     # Never kept by the unit of a request that has ended: nothing would drop it.
-    child_vars = carried_context(parent, parent is not context._unit or not context._ended)
+    child_vars = carried_context(parent, parent is not context.unit or not context.ended)
     child_vars.run(_set_unit, unit)
     return child_vars
 

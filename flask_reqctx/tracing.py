@@ -206,7 +206,7 @@ def _jsonable(value: Any) -> Any:
 def _on_init(eid: int, kind: str, trigger: int, resource: Any) -> None:
     now = _now()
     if isinstance(resource, RequestContext):  # a context's own unit: a request, or a job's context
-        origin = getattr(resource, "_origin", None)
+        origin = getattr(resource, "origin", None)
         config = _apps.get(origin) if origin is not None else _unowned
         if config is None:
             return
@@ -351,7 +351,7 @@ def trace_of(trace_context: TraceContext) -> dict[str, Any] | None:
     found by a scan of the live traces and the ring; None when there is none."""
     for found in [*_live.values(), *reversed(_finished)]:
         context = found.context_ref()
-        if context is not None and context._trace is trace_context:
+        if context is not None and context.known_trace is trace_context:
             return trace(context)
     return None
 
