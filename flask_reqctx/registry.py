@@ -207,13 +207,26 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     next(units_opened)
     if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    # Never kept by the unit of a request that has ended: nothing would drop it.
-    child_vars = carried_context(parent, parent is not context.unit or not context.ended)
+    # carried_context(), flat, with the parent's template reused while the mapping of its
+    # context is the very same object (nothing was set since; see carried_context).
+    snapshot = _copy_context()
+    if _flask_app_variable not in snapshot or not MAPPING_VISIBLE:
+        child_vars = snapshot if _flask_app_variable not in snapshot else carried_context()
+    else:
+        mapping = _get_referents(snapshot)[0]
+        template = parent.template
+        if mapping is not parent.mapping or template is None:
+            template = Context()
+            template.run(_set_carried, snapshot)
+            # Never kept by the unit of a request that has ended: nothing would drop it.
+            if parent is not context.unit or not context.ended:
+                parent.mapping, parent.template = mapping, template
+        child_vars = template.copy()
     child_vars.run(_set_unit, unit)
     return child_vars
 
 
-def carried_context(holder: Unit | None = None, keep: bool = False) -> Context:
+def carried_context() -> Context:
     """What a unit created now starts from: a copy of the whole current ``contextvars``
     context (other libraries' variables too: OpenTelemetry's span, structlog's, Sentry's
     scopes, the user's own), as asyncio gives a task, less Flask's own request and app
@@ -221,30 +234,20 @@ def carried_context(holder: Unit | None = None, keep: bool = False) -> Context:
 
     The copy is O(1) (the mapping is immutable and shared).  A ``Context`` can lack a
     variable only when built from an empty one, so where Flask's are present (in the
-    request's own unit) the others are set one by one into a fresh one, a *template*.
-    ``holder``, the creating unit, keeps it (with ``keep``) for its next children, as long
-    as its context's mapping is the very same object: nothing was set since.  Only identity
-    will do (``Context.__eq__`` compares values: a variable set to an equal but distinct
-    object, a fresh ``[]`` per child, would hand the first child's object to the next), and
-    only ``gc.get_referents`` shows the mapping (checked at import; without it, no reuse).
+    request's own unit) the others are set one by one into a fresh one.  For its children,
+    :func:`child_context` keeps that one in the creating unit (``Unit.template``) for the
+    next ones, as long as the creator's mapping is the very same object: nothing was set
+    since.  Only identity will do (``Context.__eq__`` compares values: a variable set to an
+    equal but distinct object, a fresh ``[]`` per child, would hand the first child's object
+    to the next), and only ``gc.get_referents`` shows the mapping (checked at import:
+    :data:`MAPPING_VISIBLE`; without it, no reuse).
     """
     snapshot = _copy_context()
     if _flask_app_variable not in snapshot:  # Flask's request context comes with its app's
         return snapshot
-    if holder is None or not MAPPING_VISIBLE:
-        template = Context()
-        template.run(_set_carried, snapshot)
-        return template
-    mapping = _get_referents(snapshot)[0]
-    kept = holder.template
-    if mapping is holder.mapping and kept is not None:
-        template = kept
-    else:
-        template = Context()
-        template.run(_set_carried, snapshot)
-        if keep:
-            holder.mapping, holder.template = mapping, template
-    return template.copy()
+    carried = Context()
+    carried.run(_set_carried, snapshot)
+    return carried
 
 
 def _set_carried(snapshot: Context) -> None:
