@@ -58,7 +58,7 @@ class Unit:
     (the other way round would make a reference cycle and delay freeing the request).
     """
 
-    __slots__ = ("context", "eid", "kind", "mapping", "open", "restore", "template", "trigger_eid")
+    __slots__ = ("context", "eid", "kind", "open", "restore", "template", "trigger_eid")
 
     def __init__(self, kind: str, trigger_eid: int, context: RequestContext | None) -> None:
         self.eid = next(eids)
@@ -69,11 +69,11 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
-        #: What its children start from (see carried_context), kept while the mapping of
-        #: its contextvars context, which it was made from, stays the same; both refer
-        #: back to the unit, so they are dropped when it ends.
-        self.mapping: object = None
-        self.template: Context | None = None
+        #: What its children start from (see child_context): the mapping of its contextvars
+        #: context it was made from, and the template; one attribute, so that a reader never
+        #: pairs one's mapping with another's template.  Both refer back to the unit: dropped
+        #: when it ends.
+        self.template: tuple[object, Context] | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -82,7 +82,7 @@ class Unit:
         # No call between the test and the store: CPython switches threads (and greenlet
         # switches happen) only at calls and backward jumps, so one of two racers gets here.
         self.open = False
-        self.mapping = self.template = None
+        self.template = None
         next(units_ended)
         if hooks.enabled.lifecycle:
             hooks.emit_destroy(self.eid)
@@ -169,7 +169,7 @@ def end_request_hooked(context: RequestContext, sender: Any) -> None:
     own): its destroy hook and signal."""
     unit = context.unit
     if unit is not None:
-        unit.mapping = unit.template = None  # they refer to Flask's request (see carried_context)
+        unit.template = None  # it refers to Flask's request (see child_context)
         if hooks.enabled.lifecycle:
             hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
@@ -202,7 +202,7 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     unit.trigger_eid = parent.eid
     unit.kind = kind
     unit.context = context
-    unit.restore = unit.mapping = unit.template = None
+    unit.restore = unit.template = None
     unit.open = True
     next(units_opened)
     if hooks.enabled.lifecycle and init:
@@ -214,13 +214,15 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
         child_vars = snapshot if _flask_app_variable not in snapshot else carried_context()
     else:
         mapping = _get_referents(snapshot)[0]
-        template = parent.template
-        if mapping is not parent.mapping or template is None:
+        kept = parent.template
+        if kept is not None and kept[0] is mapping:
+            template = kept[1]
+        else:
             template = Context()
             template.run(_set_carried, snapshot)
             # Never kept by the unit of a request that has ended: nothing would drop it.
             if parent is not context.unit or not context.ended:
-                parent.mapping, parent.template = mapping, template
+                parent.template = (mapping, template)
         child_vars = template.copy()
     child_vars.run(_set_unit, unit)
     return child_vars

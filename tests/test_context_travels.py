@@ -294,3 +294,26 @@ def test_pooled_workers_hold_nothing_between_jobs(app, client, kind):
         later = submit(job)
         user_later, ctx_later = later.result() if kind == "ThreadPoolExecutor" else later.get()
         assert user_later == "unset" and ctx_later is None
+
+
+BOX: ContextVar[list[str]] = ContextVar("test_context_travels.box")
+
+
+def test_each_sibling_gets_the_very_object_current_at_its_creation(app, client):
+    """A fresh ``[]`` per child: equal values, distinct objects (a template kept between
+    siblings must not hand the first child's object to the next)."""
+
+    def body() -> Any:
+        boxes, children = [], []
+        for _ in range(3):
+            box: list[str] = []
+            BOX.set(box)
+            boxes.append(box)
+            children.append(gevent.Greenlet(BOX.get))
+        seen = [in_thread(BOX.get)]  # a thread of the last context, between greenlets
+        for child in children:
+            child.start()
+        return boxes, seen + [child.get() for child in children]
+
+    (boxes, seen), _ = in_view(app, client, body)
+    assert [id(box) for box in seen] == [id(boxes[-1])] + [id(box) for box in boxes]
