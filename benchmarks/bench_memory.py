@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from contextvars import ContextVar
 
 import gevent
 import gevent.event
@@ -54,6 +55,42 @@ def suspended_children(spawn):  # type: ignore[no-untyped-def]
     def setup(n: int):  # type: ignore[no-untyped-def]
         event = gevent.event.Event()
         children = [spawn(event.wait) for _ in range(n)]
+        gevent.sleep(0)  # every child starts and blocks
+
+        def release() -> None:
+            event.set()
+            gevent.joinall(children)
+
+        return release
+
+    return setup
+
+
+#: Variables other libraries keep per request (an OpenTelemetry span, structlog's, Sentry's).
+OTHER_VARIABLES = [ContextVar(f"bench_memory.other{i}") for i in range(5)]
+
+
+def children_of_a_view(with_reqctx: bool):  # type: ignore[no-untyped-def]
+    """n children spawned by a request's view that set the other libraries' variables, left
+    suspended after the response: with ReqCtx each carries the view's whole context less
+    Flask's (a copy of its template, holding its unit), else gevent's class carries none."""
+
+    def setup(n: int):  # type: ignore[no-untyped-def]
+        event = gevent.event.Event()
+        children: list[gevent.Greenlet] = []
+        app = Flask("bench_memory_children")
+        spawn = gevent.spawn if with_reqctx else GeventGreenlet.spawn
+
+        @app.get("/")
+        def view() -> str:
+            for variable in OTHER_VARIABLES:
+                variable.set(object())
+            children.extend(spawn(event.wait) for _ in range(n))
+            return "spawned"
+
+        if with_reqctx:
+            ReqCtx(app)
+        b"".join(app(environ.copy(), start_response))
         gevent.sleep(0)  # every child starts and blocks
 
         def release() -> None:
@@ -133,6 +170,20 @@ def main() -> None:
         )
     )
     rows.append(row(section, "=> bytes per live child context", patched - plain, "B"))
+    plain = traced_bytes_per(LIVE, children_of_a_view(False))
+    patched = traced_bytes_per(LIVE, children_of_a_view(True))
+    rows.append(row(section, "child of a view outliving it, gevent's class", plain, "B each"))
+    rows.append(
+        compared(
+            section,
+            "... with ReqCtx (the view's whole context less Flask's)",
+            patched,
+            "B each",
+            "gevent's class",
+            plain,
+        )
+    )
+    rows.append(row(section, "=> bytes per live child of a request's view", patched - plain, "B"))
     bare = traced_bytes_per(LIVE, in_flight_requests(False))
     with_reqctx = traced_bytes_per(LIVE, in_flight_requests(True))
     rows.append(row(section, "in-flight WSGI request, bare Flask", bare, "B each"))

@@ -204,16 +204,31 @@ def _fanout_view(app: Flask, variant: str) -> None:
         seen = get_request_context
     spawn = gevent.greenlet.Greenlet.spawn  # gevent's own class, even once flask_reqctx patched it
 
-    @app.get("/")
-    def fanout() -> str:
-        if variant == "bare":
+    # One view per variant, each spawning on its first line: gevent's spawning_stack capture
+    # reads the view frame's line number by a walk of its line table up to the current
+    # instruction, so a spawn further down the function costs every child more.
+    if variant == "bare":
+
+        def fanout() -> str:
             children = [spawn(seen) for _ in range(FANOUT)]
-        elif variant == "copy-context":
+            gevent.joinall(children)
+            return str(sum(1 for child in children if child.value))
+
+    elif variant == "copy-context":
+
+        def fanout() -> str:
             children = [spawn(copy_context().run, seen) for _ in range(FANOUT)]
-        else:
+            gevent.joinall(children)
+            return str(sum(1 for child in children if child.value))
+
+    else:
+
+        def fanout() -> str:
             children = [gevent.spawn(seen) for _ in range(FANOUT)]
-        gevent.joinall(children)
-        return str(sum(1 for child in children if child.value))
+            gevent.joinall(children)
+            return str(sum(1 for child in children if child.value))
+
+    app.get("/")(fanout)
 
 
 def spawning_stack_frames() -> dict[str, tuple[int, list[str]]]:

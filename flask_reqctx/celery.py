@@ -42,6 +42,7 @@ from celery import Celery, signals  # type: ignore[import-untyped]
 
 from .context import RequestContext, current_context
 from .ids import is_valid_request_id, log_rejected
+from .otel import current_span
 from .outgoing import DEFAULT_OUTGOING_HEADER
 from .registry import close_request_context, create_request_context
 from .state import holds_state
@@ -147,7 +148,14 @@ def _add_headers(headers: dict[str, Any] | None = None, **_ignored: Any) -> None
         return
     headers[REQUEST_ID_HEADER] = context.request_id
     headers.pop(TRACESTATE_HEADER, None)  # one copied from a retried message is not ours
-    headers.update(context.trace.headers())
+    # An OpenTelemetry span of this trace current now (opentelemetry-instrumentation-celery's
+    # PRODUCER span, whichever of the two receivers runs first) is the message's parent: the
+    # one traceparent the message carries then agrees with the one OpenTelemetry injects.
+    span = current_span()
+    trace = context.trace
+    if span is not None and span.trace_id == trace.trace_id:
+        trace = TraceContext.from_span(span)
+    headers.update(trace.headers())
 
 
 def _header(request: Any, name: str) -> Any:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from flask import globals as flask_globals
+
 from .otel import OTEL_TRACE_MODULE
 from .tracecontext import TraceContext, start_trace, trace_ids
 
@@ -28,10 +30,10 @@ class RequestContext:
     so a request that never looks at it does not pay for it; likewise :attr:`trace`.
     """
 
-    __slots__ = ("__weakref__", "_data", "_load", "_origin", "_trace", "_unit", "request_id")
+    __slots__ = ("__weakref__", "_data", "_load", "_trace", "origin", "request_id", "unit")
     #: Whether the middleware has ended the request: a slot of the middleware's contexts;
     #: any other context has no request unit of its own and counts as ended.
-    _ended: bool = True
+    ended: bool = True
 
     def __init__(
         self,
@@ -49,9 +51,9 @@ class RequestContext:
         #: an incoming traceparent or the first ask.
         self._trace: TraceContext | str | None = trace_id
         #: The settings of the app that made it (outgoing header names); None outside Flask.
-        self._origin: Any = None
+        self.origin: Any = None
         #: The unit of a request served by the middleware, made on first need (see registry).
-        self._unit: Unit | None = None
+        self.unit: Unit | None = None
 
     @property
     def trace(self) -> TraceContext:
@@ -71,6 +73,12 @@ class RequestContext:
     @trace.setter
     def trace(self, value: TraceContext | None) -> None:
         self._trace = value
+
+    @property
+    def known_trace(self) -> TraceContext | None:
+        """:attr:`trace` if this context has one already (never starts one)."""
+        trace = self._trace
+        return trace if isinstance(trace, TraceContext) else None
 
     @property
     def trace_id(self) -> str:
@@ -134,6 +142,19 @@ current_context: ContextVar[RequestContext | None] = ContextVar("flask_reqctx.co
 #: The lifecycle record of the current unit, for ids and hooks; never on the hot path.  A
 #: request served by the middleware binds only :data:`current_context` (see registry).
 current_unit: ContextVar[Unit | None] = ContextVar("flask_reqctx.unit", default=None)
+
+#: Flask's own request and app context variables: the ones a child unit does not inherit
+#: (``flask.has_request_context()`` is False there, ``flask.request`` raises Flask's own
+#: "Working outside of request context"), so a late child never reads, nor keeps alive, a
+#: torn-down request or ``g``.  Flask keeps them under private names; a Flask without one
+#: of them simply has nothing of it to leave out.
+FLASK_VARIABLES: frozenset[ContextVar[Any]] = frozenset(
+    var
+    for var in (getattr(flask_globals, name, None) for name in ("_cv_request", "_cv_app"))
+    if var is not None
+)
+#: Set wherever Flask's request context is (pushing one pushes its app's context first).
+FLASK_APP_VARIABLE: ContextVar[Any] = flask_globals._cv_app
 
 #: ``get_request_context()`` is the bound ``ContextVar.get``: no Python frame, no allocation.
 get_request_context: Callable[[], RequestContext | None] = current_context.get

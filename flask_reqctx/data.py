@@ -138,7 +138,7 @@ def default_data(request: Any) -> dict[str, Any]:
 
         ReqCtx(app, data=lambda request: {**default_data(request), "user": current_user_id()})
     """
-    settings = getattr(current_context.get(), "_origin", None)  # the app's settings, on its context
+    settings = getattr(current_context.get(), "origin", None)  # the app's settings, on its context
     if settings is None:
         raise RuntimeError("default_data() needs a request served by an app with ReqCtx")
     return headers_data(request.environ, settings.redact)

@@ -312,16 +312,16 @@ class _WsgiRequestContext(RequestContext):
     of a second ``start_response`` to the first call's instead of replacing them).
     """
 
-    __slots__ = ("_ended", "_headers", "_server_start_response", "_status")
+    __slots__ = ("_headers", "_server_start_response", "_status", "ended")
     _server_start_response: Callable[..., Any] | None
     _status: str | None
     _headers: list[tuple[str, str]] | None
-    _ended: bool
+    ended: bool
     __init__ = object.__init__
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
         """The default data, from the environ; empty until a ``data=`` loader has run."""
-        settings = self._origin
+        settings = self.origin
         if environ is None or settings.loader is not None:
             return {}
         return headers_data(environ, settings.redact)
@@ -331,7 +331,7 @@ class _WsgiRequestContext(RequestContext):
         itself) and records the call; the server's is called once the app call is over."""
         if exc_info is not None and self._server_start_response is None:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
-        settings = self._origin
+        settings = self.origin
         spelled = settings.response_spellings
         if spelled is not None:
             for header in headers:  # a plain loop: cheaper than map(), a dict or str.lower()
@@ -358,8 +358,8 @@ class _WsgiRequestContext(RequestContext):
         body = InternalServerError().get_body().encode()
         self._status = "500 INTERNAL SERVER ERROR"
         self._headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
-        if self._origin.response_header is not None:
-            self._headers.append((self._origin.response_header, self.request_id))
+        if self.origin.response_header is not None:
+            self._headers.append((self.origin.response_header, self.request_id))
         self.send_response()
         return [body]
 
@@ -395,18 +395,18 @@ def _serving(
         """The request's context: built (a C-level type call, no ``__init__`` frame), its
         id chosen, counted in ``live``, init fired."""
         context: _WsgiRequestContext = _WsgiRequestContext()
-        context._data = context._trace = context._unit = context._status = None
+        context._data = context._trace = context.unit = context._status = None
         context._load = environ
-        context._origin = settings
+        context.origin = settings
         context._server_start_response = start_response
-        context._ended = False
+        context.ended = False
         # The common case, no id header and no traceparent: two dict lookups.
         if first_key in environ or traceparent_key in environ or more_keys:
             _adopt_incoming(context, environ, settings)
         else:
             context.request_id = next(fresh_ids)
         next(units_opened)
-        if hooks.lifecycle_hooks:
+        if hooks.enabled.lifecycle:
             announce_request(context)
         return context
 
@@ -438,9 +438,9 @@ def _serving(
                     raise RuntimeError("the WSGI app returned without calling start_response")
                 context._server_start_response = None
                 start_response(context._status, context._headers)
-            context._ended = True  # what finish() does, inline
+            context.ended = True  # what finish() does, inline
             next(units_ended)
-            if hooks.lifecycle_hooks or context_destroyed.receivers or context._unit is not None:
+            if hooks.enabled.lifecycle or context_destroyed.receivers or context.unit is not None:
                 end_request_hooked(context, app_ref())
             return app_iter
         except BaseException as exc:
@@ -495,9 +495,9 @@ class _RequestMiddleware:
 
     def finish(self, context: _WsgiRequestContext) -> None:
         """The request's end: exactly once, by whichever path gets here first."""
-        if context._ended:
+        if context.ended:
             return
-        context._ended = True
+        context.ended = True
         next(units_ended)
         end_request_hooked(context, self.app_ref())
 

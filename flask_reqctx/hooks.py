@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import current_context, current_unit
+from .state import holds_state
 
 __all__ = ["AsyncHook", "create_hook"]
 
@@ -23,15 +24,36 @@ log = logging.getLogger("flask_reqctx")
 InitCallback = Callable[[int, str, int, Any], Any]
 IdCallback = Callable[[int], Any]
 
-#: Enabled hooks, replaced (never mutated) so dispatch can iterate without a lock.
-_init_hooks: tuple[InitCallback, ...] = ()
-_destroy_hooks: tuple[IdCallback, ...] = ()
-_before_hooks: tuple[IdCallback, ...] = ()
-_after_hooks: tuple[IdCallback, ...] = ()
-_enabled: list[AsyncHook] = []
-#: True while an enabled hook has init or destroy: the registry checks it before calling.
-lifecycle_hooks = False
-_lock = threading.Lock()
+
+
+class EnabledHooks:
+    """The process's enabled hooks and their callbacks, by event.
+
+    The callback tuples are replaced (never mutated) so dispatch can iterate without a lock.
+    ``lifecycle`` is True while any hook is enabled: the registry, the patches and the WSGI
+    wrapper test it before calling anything here.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hooks: list[AsyncHook] = []
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Recompute the callbacks from :attr:`hooks` (under :attr:`lock`)."""
+        hooks = self.hooks
+        self.init: tuple[InitCallback, ...] = tuple(h.init for h in hooks if h.init is not None)
+        self.destroy: tuple[IdCallback, ...] = tuple(h.destroy for h in hooks if h.destroy is not None)
+        self.before: tuple[IdCallback, ...] = tuple(h.before for h in hooks if h.before is not None)
+        self.after: tuple[IdCallback, ...] = tuple(h.after for h in hooks if h.after is not None)
+        self.lifecycle = bool(self.init or self.destroy or self.before or self.after)
+        _switch_tracer.update(bool(self.before or self.after))
+
+    def reset(self) -> None:
+        """Disable every hook (for tests)."""
+        with self.lock:
+            self.hooks.clear()
+            self.rebuild()
 
 
 class AsyncHook:
@@ -58,22 +80,22 @@ class AsyncHook:
                     "before/after hooks watch greenlet switches and need gevent: "
                     "pip install 'flask-reqctx[gevent]' (init/destroy hooks work without it)"
                 ) from None
-        with _lock:
-            if self not in _enabled:
-                _enabled.append(self)
-                _rebuild()
+        with enabled.lock:
+            if self not in enabled.hooks:
+                enabled.hooks.append(self)
+                enabled.rebuild()
         return self
 
     def disable(self) -> AsyncHook:
-        with _lock:
-            if self in _enabled:
-                _enabled.remove(self)
-                _rebuild()
+        with enabled.lock:
+            if self in enabled.hooks:
+                enabled.hooks.remove(self)
+                enabled.rebuild()
         return self
 
     @property
     def enabled(self) -> bool:
-        return self in _enabled
+        return self in enabled.hooks
 
 
 def create_hook(
@@ -86,16 +108,6 @@ def create_hook(
     return AsyncHook(init=init, before=before, after=after, destroy=destroy)
 
 
-def _rebuild() -> None:
-    global _init_hooks, _destroy_hooks, _before_hooks, _after_hooks, lifecycle_hooks
-    _init_hooks = tuple(h.init for h in _enabled if h.init is not None)
-    _destroy_hooks = tuple(h.destroy for h in _enabled if h.destroy is not None)
-    _before_hooks = tuple(h.before for h in _enabled if h.before is not None)
-    _after_hooks = tuple(h.after for h in _enabled if h.after is not None)
-    lifecycle_hooks = bool(_init_hooks or _destroy_hooks or _before_hooks or _after_hooks)
-    _switch_tracer.update(bool(_before_hooks or _after_hooks))
-
-
 def _call(callbacks: tuple[Callable[..., Any], ...], *args: Any) -> None:
     for cb in callbacks:
         try:
@@ -105,15 +117,15 @@ def _call(callbacks: tuple[Callable[..., Any], ...], *args: Any) -> None:
 
 
 def emit_init(eid: int, kind: str, trigger_eid: int, resource: Any) -> None:
-    if _init_hooks:
-        _call(_init_hooks, eid, kind, trigger_eid, resource)
+    if enabled.init:
+        _call(enabled.init, eid, kind, trigger_eid, resource)
 
 
 def emit_destroy(eid: int) -> None:
     if _switch_tracer.active:
         _switch_tracer.leave(eid)
-    if _destroy_hooks:
-        _call(_destroy_hooks, eid)
+    if enabled.destroy:
+        _call(enabled.destroy, eid)
 
 
 class _ThreadTracer:
@@ -141,15 +153,15 @@ class _ThreadTracer:
             left = self.inside
             if left is not None:
                 self.inside = None
-                _call(_after_hooks, left)
+                _call(enabled.after, left)
             context = current_context.get()
             if context is not None:
                 unit = current_unit.get()
                 if unit is None or unit.context is not context:
-                    unit = context._unit  # a request's own unit (made at its start while hooked)
+                    unit = context.unit  # a request's own unit (made at its start while hooked)
                 if unit is not None:
                     self.inside = unit.eid
-                    _call(_before_hooks, unit.eid)
+                    _call(enabled.before, unit.eid)
         except Exception:
             log.exception("switch tracer failed; ignored")
 
@@ -173,7 +185,7 @@ class _SwitchTracer:
         tracer = self._ours()
         if tracer is not None and tracer.inside == eid:
             tracer.inside = None
-            _call(_after_hooks, eid)
+            _call(enabled.after, eid)
 
     def update(self, active: bool) -> None:
         if not active and not self.active:  # nothing installed: greenlet may not even exist
@@ -189,3 +201,5 @@ class _SwitchTracer:
 
 
 _switch_tracer = _SwitchTracer()
+#: The enabled hooks of this process (``state.reset_all()`` disables them all).
+enabled = holds_state(EnabledHooks())

@@ -36,7 +36,7 @@ def outgoing_headers(context: RequestContext | None = None) -> dict[str, str]:
         context = current_context.get()
         if context is None:
             return {}
-    origin = context._origin
+    origin = context.origin
     name = origin.outgoing_header if origin is not None else DEFAULT_OUTGOING_HEADER
     headers = {name: context.request_id} if name is not None else {}
     headers.update(context.trace.headers())

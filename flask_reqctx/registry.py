@@ -7,7 +7,8 @@ something needs it, so a plain request costs two counter ticks and no object:
 * ``live`` is exact from two counters: every unit opened ticks one, every unit ended the
   other, exactly once (:meth:`Unit.end` is idempotent and thread-safe).
 * A child unit (greenlet, thread, job, task) gets a :class:`Unit` at creation, stored in
-  its own ``contextvars`` context next to the request context it inherits.  A unit that
+  its own ``contextvars`` context: a copy of its creator's whole context as it was at that
+  moment, less Flask's own request and app variables (:func:`carried_context`).  A unit that
   vanishes without ending (a greenlet never started, a thread or task that dies holding a
   context made by :func:`create_request_context`) is ended when its record is freed.
 * A request served by the middleware binds only the context; its :class:`Unit` (its
@@ -20,17 +21,19 @@ Execution ids come from a counter, never reused (unlike ``id()`` or thread ident
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 from collections.abc import Callable
-from contextvars import Context
+from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeVar, cast
 
 from . import hooks, signals
-from .context import RequestContext, current_context, current_unit
+from .context import FLASK_APP_VARIABLE, FLASK_VARIABLES, RequestContext, current_context, current_unit
 from .ids import check_request_id, new_request_id
 
 __all__ = [
     "bind",
+    "carried_context",
     "close_request_context",
     "create_request_context",
     "execution_id",
@@ -65,8 +68,11 @@ class Unit:
         self.open = False
         #: For a context made by create_request_context: the values to restore on close.
         self.restore: tuple[RequestContext | None, Unit | None] | None = None
-        #: The Context its children start from, a copy each (see child_context).
-        self.template: Context | None = None
+        #: What its children start from (see child_context): the mapping of its contextvars
+        #: context it was made from, and the template; one attribute, so that a reader never
+        #: pairs one's mapping with another's template.  Both refer back to the unit: dropped
+        #: when it ends.
+        self.template: tuple[object, Context] | None = None
 
     def end(self, *_ignored: Any) -> bool:
         """Destroy this unit; True the first time only.  Usable as a done callback."""
@@ -75,8 +81,9 @@ class Unit:
         # No call between the test and the store: CPython switches threads (and greenlet
         # switches happen) only at calls and backward jumps, so one of two racers gets here.
         self.open = False
+        self.template = None
         next(units_ended)
-        if hooks.lifecycle_hooks:
+        if hooks.enabled.lifecycle:
             hooks.emit_destroy(self.eid)
         return True
 
@@ -103,7 +110,7 @@ def open_unit(
     unit = Unit(kind, trigger_eid, context)
     unit.open = True
     next(units_opened)
-    if hooks.lifecycle_hooks and init:
+    if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, trigger_eid, resource)
     return unit
 
@@ -114,7 +121,7 @@ def announce(unit: Unit, resource: Any) -> None:
     For units whose resource is made by the call that schedules them (an executor's Future,
     an asyncio Task): init gets it, as Node's does.  Call it before the unit's code can run
     and before it can end (see :mod:`flask_reqctx.patches.jobs` for pools)."""
-    if hooks.lifecycle_hooks:
+    if hooks.enabled.lifecycle:
         hooks.emit_init(unit.eid, unit.kind, unit.trigger_eid, resource)
 
 
@@ -137,16 +144,16 @@ def request_unit(context: RequestContext) -> Unit:
     Only called from that request's own unit, where :data:`current_unit` still holds the
     server's unit (a connection greenlet, a worker thread): that is the request's trigger.
     """
-    unit = context._unit
+    unit = context.unit
     if unit is None:
         server = current_unit.get()
         if server is None:
             server = Unit("root", 0, None)
             current_unit.set(server)
         unit = Unit("request", server.eid, None)
-        if context._unit is None:  # another thread may have won the race
-            context._unit = unit
-        unit = context._unit
+        if context.unit is None:  # another thread may have won the race
+            context.unit = unit
+        unit = context.unit
     return unit
 
 
@@ -158,12 +165,11 @@ def announce_request(context: RequestContext) -> None:
 
 def end_request_hooked(context: RequestContext, sender: Any) -> None:
     """A request served by the middleware has ended (with hooks, receivers or a unit of its
-    own): its destroy hook and signal; its unit's template, which refers to the context
-    that refers to the unit, is dropped (see child_context)."""
-    unit = context._unit
+    own): its destroy hook and signal."""
+    unit = context.unit
     if unit is not None:
-        unit.template = None
-        if hooks.lifecycle_hooks:
+        unit.template = None  # it refers to Flask's request (see child_context)
+        if hooks.enabled.lifecycle:
             hooks.emit_destroy(unit.eid)
     signals.send_destroyed(sender, context)
 
@@ -183,14 +189,12 @@ def open_child(kind: str, resource: Any, *, init: bool = True) -> tuple[Unit, Co
 def child_context(context: RequestContext, kind: str, resource: Any, *, init: bool = True) -> Context:
     """A child unit of the current one, which holds ``context``, registered (init fires,
     unless ``init=False``: then :func:`announce` fires it); returned as the
-    :class:`contextvars.Context` the child runs in, which holds it.
-
-    Only our two variables are carried: Flask's own request context is not (``flask.request``
-    in a child that outlives its request would read a torn-down request).
+    :class:`contextvars.Context` the child runs in: :func:`carried_context` holding the
+    child's unit.
     """
     parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
-        parent = context._unit or request_unit(context)
+        parent = context.unit or request_unit(context)
     # open_unit(), inline and without an __init__ frame: this runs once per child.
     unit: Unit = _new_unit(Unit)
     unit.eid = next(eids)
@@ -200,20 +204,79 @@ def child_context(context: RequestContext, kind: str, resource: Any, *, init: bo
     unit.restore = unit.template = None
     unit.open = True
     next(units_opened)
-    if hooks.lifecycle_hooks and init:
+    if hooks.enabled.lifecycle and init:
         hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    # A copy of a Context holding the request context, kept by the parent for its next
-    # children, is cheaper than a fresh one.  Never kept by the unit of a request that has
-    # ended: the context refers to that unit, so it would be a cycle that nothing breaks.
-    template = parent.template
-    if template is None:
-        template = Context()
-        template.run(_set_context, context)
-        if parent is not context._unit or not context._ended:
-            parent.template = template
-    child_vars = template.copy()
+    # carried_context(), flat, with the parent's template reused while the mapping of its
+    # context is the very same object (nothing was set since; see carried_context).
+    snapshot = _copy_context()
+    if _flask_app_variable not in snapshot or not MAPPING_VISIBLE:
+        child_vars = snapshot if _flask_app_variable not in snapshot else carried_context()
+    else:
+        mapping = _get_referents(snapshot)[0]
+        kept = parent.template
+        if kept is not None and kept[0] is mapping:
+            template = kept[1]
+        else:
+            template = Context()
+            template.run(_set_carried, snapshot)
+            # Never kept by the unit of a request that has ended: nothing would drop it.
+            if parent is not context.unit or not context.ended:
+                parent.template = (mapping, template)
+        child_vars = template.copy()
     child_vars.run(_set_unit, unit)
     return child_vars
+
+
+def carried_context() -> Context:
+    """What a unit created now starts from: a copy of the whole current ``contextvars``
+    context (other libraries' variables too: OpenTelemetry's span, structlog's, Sentry's
+    scopes, the user's own), as asyncio gives a task, less Flask's own request and app
+    variables (:data:`~flask_reqctx.context.FLASK_VARIABLES`).
+
+    The copy is O(1) (the mapping is immutable and shared).  A ``Context`` can lack a
+    variable only when built from an empty one, so where Flask's are present (in the
+    request's own unit) the others are set one by one into a fresh one.  For its children,
+    :func:`child_context` keeps that one in the creating unit (``Unit.template``) for the
+    next ones, as long as the creator's mapping is the very same object: nothing was set
+    since.  Only identity will do (``Context.__eq__`` compares values: a variable set to an
+    equal but distinct object, a fresh ``[]`` per child, would hand the first child's object
+    to the next), and only ``gc.get_referents`` shows the mapping (checked at import:
+    :data:`MAPPING_VISIBLE`; without it, no reuse).
+    """
+    snapshot = _copy_context()
+    if _flask_app_variable not in snapshot:  # Flask's request context comes with its app's
+        return snapshot
+    carried = Context()
+    carried.run(_set_carried, snapshot)
+    return carried
+
+
+def _set_carried(snapshot: Context) -> None:
+    """Set, in the current (fresh) context, every variable of ``snapshot`` but Flask's."""
+    flask_variables = _flask_variables
+    for variable, value in snapshot.items():
+        if variable not in flask_variables:
+            variable.set(value)
+
+
+def _mapping_visible() -> bool:
+    """Whether ``gc.get_referents`` of a copied ``Context`` is its mapping alone, the same
+    object while nothing is set and another once something is (CPython's layout)."""
+    probe = Context()
+    first, second = gc.get_referents(probe.copy()), gc.get_referents(probe.copy())
+    if len(first) != 1 or len(second) != 1 or first[0] is not second[0]:
+        return False
+    probe.run(_probe_variable.set, True)
+    changed = gc.get_referents(probe.copy())
+    return len(changed) == 1 and changed[0] is not first[0]
+
+
+_probe_variable: ContextVar[bool] = ContextVar("flask_reqctx.probe", default=False)
+MAPPING_VISIBLE = _mapping_visible()
+_copy_context = copy_context
+_get_referents = gc.get_referents
+_flask_variables = tuple(FLASK_VARIABLES)
+_flask_app_variable = FLASK_APP_VARIABLE
 
 
 def execution_id() -> int:
@@ -228,10 +291,15 @@ def trigger_id() -> int:
 
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
-    # itertools.count shows its next value: read both without ticking them.
-    ended = int(repr(units_ended)[6:-1])
-    created = int(repr(units_opened)[6:-1])
+    ended, created = counted(units_ended), counted(units_opened)
     return {"live": created - ended, "created": created, "destroyed": ended}
+
+
+def counted(counter: itertools.count[int]) -> int:
+    """How many times ``counter`` (started at 0) has ticked, read without ticking it: its
+    pickle state is the next value."""
+    state: tuple[Any, tuple[int, ...]] = counter.__reduce__()  # type: ignore[assignment]
+    return state[1][0]
 
 
 class CreatedContext(RequestContext):
@@ -301,40 +369,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 
-def run_in(
-    context: RequestContext | None, unit: Unit | None, fn: Callable[..., R], /, *args: Any, **kwargs: Any
-) -> R:
-    """Run ``fn`` with ``context`` and ``unit`` bound, restoring what was bound before."""
-    context_token = current_context.set(context)
-    unit_token = current_unit.set(unit)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        current_unit.reset(unit_token)
-        current_context.reset(context_token)
-
-
 def bind(fn: F) -> F:
     """Return ``fn`` wrapped to run in the context current now (Node's ``AsyncLocalStorage.bind``).
 
     For work handed to something the extension cannot see: a callback registry, a
-    third-party pool, a queue consumed elsewhere.  Outside a context, ``fn`` runs with none.
+    third-party pool, a queue consumed elsewhere.  ``fn`` runs in a copy of what a child
+    created now would start from (:func:`carried_context`: every context variable but
+    Flask's), a fresh copy per call, so calls neither see each other's changes nor leak
+    them to the caller.  Outside a request context, ``fn`` runs with none.
     """
-    context, unit = current_context.get(), current_unit.get()
+    carried = carried_context()
 
     @functools.wraps(fn)
     def bound(*args: Any, **kwargs: Any) -> Any:
-        return run_in(context, unit, fn, *args, **kwargs)
+        return carried.copy().run(fn, *args, **kwargs)
 
     return bound  # type: ignore[return-value]
 
 
 def exit_context(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-    """Run ``fn(*args, **kwargs)`` with no context (Node's ``AsyncLocalStorage.exit``).
+    """Run ``fn(*args, **kwargs)`` with none of the request's state (Node's
+    ``AsyncLocalStorage.exit``): in an empty ``contextvars`` context, so neither our context
+    nor any variable the request set (a span, structlog's, Sentry's, the user's) is seen by
+    ``fn`` or by what it starts.
 
     For work started from inside a request that must not belong to it: a long-lived
     worker greenlet or thread started lazily on the first request would otherwise keep
     that request's context for its whole life, e.g.
     ``exit_context(gevent.spawn, consume_forever)``.
     """
-    return run_in(None, None, fn, *args, **kwargs)
+    return Context().run(fn, *args, **kwargs)

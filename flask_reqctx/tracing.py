@@ -218,7 +218,7 @@ def _jsonable(value: Any) -> Any:
 def _on_init(eid: int, kind: str, trigger: int, resource: Any) -> None:
     now = _now()
     if isinstance(resource, RequestContext):  # a context's own unit: a request, or a job's context
-        origin = getattr(resource, "_origin", None)
+        origin = getattr(resource, "origin", None)
         config = _recorder.apps.get(origin) if origin is not None else _recorder.unowned
         if config is None:
             return

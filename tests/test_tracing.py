@@ -396,9 +396,9 @@ def test_tracing_off_enables_no_hook():
         "import flask, flask_reqctx\n"
         "from flask_reqctx import hooks\n"
         "app = flask.Flask('x'); flask_reqctx.ReqCtx(app)\n"
-        "assert not hooks.lifecycle_hooks\n"
+        "assert not hooks.enabled.lifecycle\n"
         "app2 = flask.Flask('y'); app2.config['REQCTX_TRACE'] = True; flask_reqctx.ReqCtx(app2)\n"
-        "assert hooks.lifecycle_hooks\n"
+        "assert hooks.enabled.lifecycle\n"
     )
     run_in_fresh_interpreter(script)
 

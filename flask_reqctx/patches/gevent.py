@@ -32,7 +32,7 @@ from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import child_context, close_request_context, open_child, run_in, units_ended
+from ..registry import carried_context, child_context, close_request_context, open_child
 from .jobs import abandon, announce_job, wait_for
 
 __all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
@@ -87,8 +87,10 @@ def _capturing(base: Any) -> Any:
             self = base_new(cls)
             context = get_context()
             if context is not None:
-                if args and cls.__init__ is gevent_init and callable(args[0]):
-                    self._run = args[0]  # what it will run, for init hooks (gevent's __init__ sets it too)
+                # What it will run, for init hooks (gevent's __init__ sets it too); only then:
+                # a greenlet given an attribute here gets an instance dict early (~4k instructions).
+                if hooks.enabled.lifecycle and args and cls.__init__ is gevent_init and callable(args[0]):
+                    self._run = args[0]
                 self.gr_context = child_context(context, "greenlet", self)
             return self
 
@@ -100,11 +102,8 @@ def _capturing(base: Any) -> Any:
                 if unit is not None:
                     if unit.restore is not None:
                         _close_left_open()
-                    elif unit.open:  # unit.end(), inline
-                        unit.open = False
-                        next(units_ended)
-                        if hooks.lifecycle_hooks:
-                            hooks.emit_destroy(unit.eid)
+                    else:
+                        unit.end()
 
         def kill(self, *args: Any, **kwargs: Any) -> None:
             base.kill(self, *args, **kwargs)
@@ -135,18 +134,18 @@ def _capturing(base: Any) -> Any:
 
 
 class _LinkedInContext:
-    """A link callback that runs in the context of whoever linked it.  Equal to, and
+    """A link callback that runs in the context of whoever linked it, as it was at the
+    link (:func:`~flask_reqctx.registry.carried_context`, a copy per call).  Equal to, and
     hashed as, the callback itself, so ``unlink(callback)`` finds it as gevent would."""
 
-    __slots__ = ("callback", "context", "unit")
+    __slots__ = ("callback", "carried")
 
     def __init__(self, callback: Any) -> None:
         self.callback = callback
-        self.context = current_context.get()
-        self.unit = current_unit.get()
+        self.carried = carried_context()
 
     def __call__(self, *args: Any) -> Any:
-        return run_in(self.context, self.unit, self.callback, *args)
+        return self.carried.copy().run(self.callback, *args)
 
     def __eq__(self, other: object) -> bool:
         return bool(self.callback == other)
@@ -177,7 +176,7 @@ def _install_threadpool() -> None:
             return original_spawn(self, func, *args, **kwargs)
         unit, job_vars = child
         gate = None
-        if hooks.lifecycle_hooks:  # a pool thread may start the job at once: it waits for the init
+        if hooks.enabled.lifecycle:  # a pool thread may start the job at once: it waits for the init
             gate = _native_lock()  # the pool's threads are real ones, also under monkey-patching
             gate.acquire()
         try:

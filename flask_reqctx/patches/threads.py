@@ -74,7 +74,7 @@ def install_executor() -> None:
         unit, child_vars = child
         job: Any = child_vars.run
         gate = None
-        if hooks.lifecycle_hooks:  # the worker may start the job at once: it waits for the init
+        if hooks.enabled.lifecycle:  # the worker may start the job at once: it waits for the init
             gate = threading.Lock()
             gate.acquire()
             job = Gated(gate, job)
