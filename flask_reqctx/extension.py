@@ -10,6 +10,7 @@ destroyed when the app call ends.  Either way a view that raises, a short-circui
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import warnings
@@ -186,8 +187,9 @@ def _warn_unknown_config(app: Flask) -> None:
     if not unknown:
         return
     _warned.keys.update(unknown)
-    level, frame = 1, sys._getframe(0)
-    while frame.f_back is not None and frame.f_code.co_filename == __file__:  # the app's own call
+    level, frame = 1, inspect.currentframe()
+    # the warning points at the app's own call: the first frame outside this module
+    while frame is not None and frame.f_back is not None and frame.f_code.co_filename == __file__:
         level, frame = level + 1, frame.f_back
     for key in unknown:
         message = f"unknown config key {key!r} for flask_reqctx (first seen on app {app.name!r}): ignored"

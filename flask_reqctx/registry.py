@@ -33,7 +33,6 @@ from .ids import check_request_id, new_request_id
 
 __all__ = [
     "bind",
-    "carried_context",
     "close_request_context",
     "create_request_context",
     "execution_id",

@@ -21,13 +21,13 @@ original_send = requests.Session.send
 app = Flask("traced"); app.config["REQCTX_TRACE"] = True; ReqCtx(app)
 app.add_url_rule("/", "v", lambda: str(gevent.spawn(int).get()))
 app.test_client().get("/")
-assert len(tracing.finished()) == 1 and flask_reqctx.hooks.lifecycle_hooks
+assert len(tracing.finished()) == 1 and flask_reqctx.hooks.enabled.lifecycle
 init_celery(celery.Celery("tasks"))
 reqctx_requests.install()
 assert signals.task_prerun.receivers and requests.Session.send is not original_send
 
 state.reset_all()
-assert tracing.finished() == [] and tracing.live() == [] and not flask_reqctx.hooks.lifecycle_hooks
+assert tracing.finished() == [] and tracing.live() == [] and not flask_reqctx.hooks.enabled.lifecycle
 assert not signals.task_prerun.receivers and not signals.before_task_publish.receivers
 assert requests.Session.send is original_send and not reqctx_requests.installed()
 

@@ -5,8 +5,9 @@ Nothing in the runtime does this for us: a new greenlet or thread starts with an
 and gevent's ``spawning_greenlet`` is wrong for reused workers.  So each creation point
 is wrapped once per process, one module here per patched library (``gevent``, ``threads``
 for ``threading`` and ``concurrent.futures``, ``asyncio``): the child gets its own unit
-(init fires there, with the creator as trigger) and a fresh ``Context`` holding the
-creator's ``RequestContext``; the child's end destroys the unit.
+(init fires there, with the creator as trigger) and a copy of the creator's whole
+``contextvars`` context as it is at creation, less Flask's request and app variables (see
+:func:`flask_reqctx.registry.child_context`); the child's end destroys the unit.
 
 :func:`install` runs at ``import flask_reqctx``, unless the environment variable
 ``FLASK_REQCTX_PATCH`` is ``0`` (then call it yourself, or rely on :func:`flask_reqctx.bind`).
