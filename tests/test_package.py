@@ -18,8 +18,21 @@ import flask_reqctx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(flask_reqctx.__file__))
-#: The Pythons CI runs the suite on (.ci/run: tox under the machine's python3, Debian's 3.11).
-TESTED_PYTHONS = {"3.11"}
+
+
+def _tox_pythons() -> set[str]:
+    """The Pythons tox.ini runs the suite on (CI runs every env): ``3.X`` of its ``py3X`` envs."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(REPO, "tox.ini"))
+    found = set()
+    for entry in config["tox"]["env_list"].split():
+        match = re.fullmatch(r"py3(?:\{([\d,]+)\}|(\d+))", entry)
+        if match:
+            found |= {f"3.{minor}" for minor in (match[1] or match[2]).split(",")}
+    return found
+
+
+TESTED_PYTHONS = _tox_pythons()
 _NOT_COPIED = shutil.ignore_patterns(
     ".git", ".tox", "dist", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )

@@ -1,7 +1,7 @@
 """The harness that runs the runtimes' own suites in a request's state really sets it up.
 
 ``tests/runtime_suites`` makes every process it reaches import flask_reqctx first and bind
-a context; if it silently did nothing, the gevent-suite tox env would pass for nothing.
+a context; if it silently did nothing, the py3XX-gevent-suite tox envs would pass for nothing.
 """
 
 from __future__ import annotations

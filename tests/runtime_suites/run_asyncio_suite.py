@@ -7,7 +7,7 @@ factories old and new, contexts of tasks, task groups, ``to_thread`` and executo
 The process's record must show the state held and units created by the tasks.
 
 Usage: ``python tests/runtime_suites/run_asyncio_suite.py [test.test_asyncio.x ...]`` (the
-tox env ``asyncio-suite``); names given replace the default subset.
+tox envs ``py3XX-asyncio-suite``); names given replace the default subset.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Afterwards every test module's process must have left a record showing the patch
 installed and the context still bound, and those in :data:`CREATE_UNITS` must have
 created units from it; otherwise the run fails even if gevent's runner passed.
 
-Usage: ``python tests/runtime_suites/run_gevent_suite.py [test__name ...]`` (the tox env
-``gevent-suite``); names given replace the default subset.
+Usage: ``python tests/runtime_suites/run_gevent_suite.py [test__name ...]`` (the tox envs
+``py3XX-gevent-suite``); names given replace the default subset.
 """
 
 from __future__ import annotations
