@@ -100,12 +100,12 @@ def main(argv: list[str]) -> int:
         sys.executable, "-m", "gevent.tests",
         "-j2", "--no-combine",  # one process per module: one record per module
         "-u-network",  # no network here; keep only loopback tests
-        "--second-chance",  # rerun a failed module once: timing flakes pass, real breaks do not
+        "--second-chance",  # rerun a failed module once: timing flakes pass; breaks and crashes do not
         *modules,
     ]  # fmt: skip
-    status, records = run_in_request_state(cmd, RUN_TIMEOUT)
+    status, records, crashes = run_in_request_state(cmd, RUN_TIMEOUT)
     problems = check_records(modules, records)
-    return report("gevent-suite", f"{len(modules)} gevent test modules", status, problems)
+    return report("gevent-suite", f"{len(modules)} gevent test modules", status, problems, crashes)
 
 
 if __name__ == "__main__":
