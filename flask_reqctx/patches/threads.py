@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import hooks
 from ..registry import Unit, open_child
+from .internals import private_name
 from .jobs import Gated, abandon, announce_job
 
 __all__ = ["install"]
@@ -28,10 +29,15 @@ def install() -> None:
     _install_executor()
 
 
+_THREADS_LOST = "threads started with threading.Thread no longer inherit the context (executor jobs still do)"
+
+
 def _install_thread() -> None:
     Thread = threading.Thread
     original_start: Any = Thread.start
-    original_bootstrap: Any = Thread._bootstrap_inner  # type: ignore[attr-defined]
+    original_bootstrap: Any = private_name(Thread, "_bootstrap_inner", library="Python", lost=_THREADS_LOST)
+    if original_bootstrap is None:
+        return
 
     @functools.wraps(original_start)
     def start(self: threading.Thread) -> None:
