@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+import uvloop
 
 from flask_reqctx import (
     RequestContext,
@@ -241,4 +242,38 @@ def test_create_task_rejects_what_the_original_rejects() -> None:
 
     with create_request_context(request_id="rejected"):
         asyncio.run(main())
+    assert stats()["live"] == 0
+
+
+# -- uvloop: an event loop that is not a BaseEventLoop ------------------------------------
+
+
+def test_uvloop_tasks_see_the_context_but_get_no_unit_of_their_own() -> None:
+    """As the README says: uvloop's ``create_task`` is its own, which is not patched."""
+    assert not issubclass(uvloop.Loop, asyncio.BaseEventLoop)
+
+    async def child(timeline: Timeline) -> None:
+        timeline.ran("child")
+
+    async def main(timeline: Timeline) -> None:
+        timeline.ran("main")
+        await asyncio.get_running_loop().create_task(child(timeline))
+
+    def run_on_uvloop(coro: Coroutine[Any, Any, None]) -> None:
+        loop = uvloop.new_event_loop()
+        try:
+            loop.run_until_complete(coro)
+        finally:
+            loop.close()
+
+    timeline = Timeline()
+    timeline.hook.enable()
+    try:
+        with create_request_context(request_id="uvloop") as context:
+            run_on_uvloop(main(timeline))
+    finally:
+        timeline.hook.disable()
+    _, _, main_eid, main_trigger, _ = timeline.step("main")
+    assert timeline.step("child") == ("ran", "child", main_eid, main_trigger, context)
+    assert [e for e in timeline.events if e[0] == "init"] == []
     assert stats()["live"] == 0
