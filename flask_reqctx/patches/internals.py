@@ -10,8 +10,6 @@ none of these names and keep working).
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import warnings
 from typing import Any
 
@@ -36,6 +34,10 @@ def private_name(owner: object, name: str, *, library: str, lost: str) -> Any:
 
 
 def _version(library: str) -> str:
+    """The version of ``library`` for the warning (imported here: only a warning needs them)."""
+    import importlib.metadata
+    import platform
+
     if library == "Python":
         return platform.python_version()
     try:
