@@ -13,6 +13,7 @@ import sys
 import tarfile
 
 import pytest
+from tox_envs import tox_envs
 
 import flask_reqctx
 
@@ -20,19 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(flask_reqctx.__file__))
 
 
-def _tox_pythons() -> set[str]:
-    """The Pythons tox.ini runs the suite on (CI runs every env): ``3.X`` of its ``py3X`` envs."""
-    config = configparser.ConfigParser()
-    config.read(os.path.join(REPO, "tox.ini"))
-    found = set()
-    for entry in config["tox"]["env_list"].split():
-        match = re.fullmatch(r"py3(?:\{([\d,]+)\}|(\d+))", entry)
-        if match:
-            found |= {f"3.{minor}" for minor in (match[1] or match[2]).split(",")}
-    return found
-
-
-TESTED_PYTHONS = _tox_pythons()
+#: The Pythons CI runs the suite on: ``3.X`` of tox's ``py3X`` envs (CI runs every env).
+TESTED_PYTHONS = {f"3.{env[3:]}" for env in tox_envs() if re.fullmatch(r"py3\d+", env)}
 _NOT_COPIED = shutil.ignore_patterns(
     ".git", ".tox", "dist", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )
