@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +24,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 QUICK = "--quick" in sys.argv
+#: The interpreter the benchmark runs on, as every result names it.
+RUNNING_PYTHON = f"{platform.python_implementation()} {platform.python_version()}"
 
 #: CPU time of this thread: on a shared, noisy machine it leaves out the time other
 #: processes hold the CPU, which wall-clock timers would charge to whichever variant
@@ -113,8 +116,10 @@ def compared(
 
 
 def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
-    """Print the hand-off line for ``run.py`` (``--json``), else a readable dump."""
+    """Print the hand-off line for ``run.py`` (``--json``), else a readable dump; both say
+    which Python the figures are for (they differ between versions)."""
     if "--json" not in sys.argv:
+        print(f"on {RUNNING_PYTHON}")
         for r in rows:
             extra = ""
             if r.get("ratio") is not None:
@@ -125,7 +130,7 @@ def emit(rows: list[dict[str, Any]], notes: list[str] | None = None) -> None:
         for note in notes or []:
             print("note:", note)
     else:
-        print(json.dumps({"rows": rows, "notes": notes or []}))
+        print(json.dumps({"rows": rows, "notes": notes or [], "python": RUNNING_PYTHON}))
     sys.stdout.flush()
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import gc
 import itertools
+import sys
 from collections.abc import Callable
 from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeVar, cast
@@ -86,10 +87,11 @@ class Unit:
             hooks.emit_destroy(self.eid)
         return True
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         # The unit's greenlet, thread or task is gone without ending it (never started,
-        # or a context made by create_request_context was never closed).
-        if self.open and self.end() and self.restore is not None:
+        # or a context made by create_request_context was never closed).  Not once the
+        # interpreter is shutting down: no hook or receiver runs in a half-torn-down process.
+        if self.open and not _finalizing() and self.end() and self.restore is not None:
             signals.send_destroyed(None, self.context)
 
     def __repr__(self) -> str:

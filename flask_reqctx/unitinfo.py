@@ -9,6 +9,7 @@ a weak reference, so a trace never keeps a finished unit's object alive.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -19,6 +20,7 @@ from types import CodeType, FrameType
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from .patches.internals import private_name
 from .state import holds_state
 
 __all__: list[str] = []  # internal: read by flask_reqctx.tracing
@@ -163,8 +165,21 @@ def _task_outcome(task: Any) -> tuple[str, str | None]:
     if not task.done():
         return "ended", None
     # Not task.exception(): that marks it retrieved and silences asyncio's "never retrieved" log.
-    error = getattr(task, "_exception", None)
+    if not _keeps_its_error(task.__class__):
+        return "ended", None
+    error = task._exception
     return ("raised", type(error).__name__) if error is not None else ("returned", None)
+
+
+#: What a trace loses when asyncio moves ``Future._exception``.
+_TASK_OUTCOME_LOST = "execution traces show a finished task as 'ended', not 'returned' or 'raised'"
+
+
+@functools.cache
+def _keeps_its_error(task_class: Any) -> bool:
+    """Whether a task class has asyncio's ``_exception`` (read without marking it retrieved),
+    looked up once per class."""
+    return private_name(task_class, "_exception", library="Python", lost=_TASK_OUTCOME_LOST) is not None
 
 
 def _result_outcome(result: Any) -> tuple[str, str | None]:

@@ -12,13 +12,16 @@ import tarfile
 
 import pytest
 from fresh_interpreter import run_in_fresh_interpreter
+from tox_envs import tox_envs
 
 import flask_reqctx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(flask_reqctx.__file__))
-#: The Pythons CI runs the suite on (.ci/run: tox under the machine's python3, Debian's 3.11).
-TESTED_PYTHONS = {"3.11"}
+
+
+#: The Pythons CI runs the suite on: ``3.X`` of tox's ``py3X`` envs (CI runs every env).
+TESTED_PYTHONS = {f"3.{env[3:]}" for env in tox_envs() if re.fullmatch(r"py3\d+", env)}
 _NOT_COPIED = shutil.ignore_patterns(
     ".git", ".tox", "dist", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )

@@ -1,7 +1,7 @@
 """The harness that runs the runtimes' own suites in a request's state really sets it up.
 
 ``tests/runtime_suites`` makes every process it reaches import flask_reqctx first and bind
-a context; if it silently did nothing, the gevent-suite tox env would pass for nothing.
+a context; if it silently did nothing, the py3XX-gevent-suite tox envs would pass for nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fresh_interpreter import run_in_fresh_interpreter
 
 # The runners are scripts run from their own folder: import them the same way.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime_suites"))
-from request_state import SITE_DIR, read_records
+from request_state import SITE_DIR, read_records, report, run_in_request_state
 from run_gevent_suite import check_records
 
 #: Run in a child process: what a gevent test module sees when it starts.
@@ -69,3 +70,32 @@ def test_a_process_outside_the_harness_leaves_no_record(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.glob("*.json")) == []
     assert check_records(["test__joinall"], read_records(str(tmp_path))) != []
+
+
+#: A runner that re-runs a crashed test and then reports success, as gevent's does with
+#: ``--second-chance``: the first run dies of a real segmentation fault after passing.
+CRASH_THEN_PASS = """
+import subprocess, sys
+crash = "print('Ran 4 tests OK', flush=True); import faulthandler; faulthandler._sigsegv()"
+first = subprocess.run([sys.executable, "-X", "faulthandler", "-c", crash])
+print(f"! crashing-test [code {first.returncode}]", flush=True)
+print("re-run: Ran 4 tests OK", flush=True)
+"""
+
+
+def test_a_crash_fails_the_suite_even_when_its_rerun_passed(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _records, crashes = run_in_request_state([sys.executable, "-c", CRASH_THEN_PASS], timeout=120)
+    assert status == 0  # the runner itself says all is well
+    assert any("Fatal Python error: Segmentation fault" in line for line in crashes), crashes
+    assert report("suite", "1 test module", status, [], crashes) == 1
+    out = capsys.readouterr().out
+    assert "Ran 4 tests OK" in out  # the runner's output is passed through
+    assert out.rstrip().endswith(
+        "suite: 1 test module in a request's state: FAILED (test runner exit 0, 0 state problems, 2 crashes)"
+    )
+
+
+def test_a_clean_run_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _records, crashes = run_in_request_state([sys.executable, "-c", "print('Ran 1 test OK')"], 120)
+    assert (status, crashes) == (0, [])
+    assert report("suite", "1 test module", status, [], crashes) == 0

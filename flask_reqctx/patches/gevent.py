@@ -25,7 +25,6 @@ from contextvars import Context
 from typing import Any
 
 import gevent
-import gevent.greenlet
 import gevent.pool
 import gevent.threadpool
 from gevent.monkey import get_original
@@ -33,6 +32,7 @@ from gevent.monkey import get_original
 from .. import hooks
 from ..context import current_context, current_unit
 from ..registry import carried_context, child_context, close_request_context, open_child
+from .internals import private_name
 from .jobs import abandon, announce_job, wait_for
 
 __all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
@@ -42,6 +42,10 @@ get_unit = current_unit.get
 _native_lock: Any = get_original("_thread", "allocate_lock")
 
 
+_POOL_LOST = (
+    "greenlets that gevent.pool's map, map_async, imap, imap_unordered (and apply_async on a full pool)"
+    " spawn no longer inherit the context"
+)
 #: The modules patched, as plain objects: their names are rebound here.
 _gevent: Any = gevent
 _pool: Any = gevent.pool
@@ -53,13 +57,11 @@ def install() -> None:
     _gevent.spawn = Greenlet.spawn
     _gevent.spawn_later = Greenlet.spawn_later
     _pool.Group.greenlet_class = Greenlet
-    _pool.Greenlet = Greenlet  # the name gevent.pool spawns with internally
-    _pool.IMap = _capturing(_pool.IMap)
-    _pool.IMapUnordered = _capturing(_pool.IMapUnordered)
+    for name in ("Greenlet", "IMap", "IMapUnordered"):  # the names gevent.pool spawns with internally
+        internal = private_name(_pool, name, library="gevent", lost=_POOL_LOST)
+        if internal is not None:
+            setattr(_pool, name, Greenlet if name == "Greenlet" else _capturing(internal))
     _install_threadpool()
-
-
-_SpawnedLink: Any = vars(gevent.greenlet)["SpawnedLink"]
 
 
 def _capturing(base: Any) -> Any:
@@ -112,12 +114,12 @@ def _capturing(base: Any) -> Any:
                 if unit is not None:
                     unit.end()
 
-        def link(self, callback: Any, SpawnedLink: Any = _SpawnedLink) -> None:
+        def link(self, callback: Any, *args: Any, **kwargs: Any) -> None:
             # The callback runs later in a new raw greenlet of the hub: in the context of
             # whoever linked it (``apply_async(callback=...)`` links its callback this way).
             if current_context.get() is not None:
                 callback = _LinkedInContext(callback)
-            base.link(self, callback, SpawnedLink)
+            base.link(self, callback, *args, **kwargs)
 
         if base is _gevent.Greenlet:
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import hooks
 from ..registry import Unit, open_child
+from .internals import private_name
 from .jobs import Gated, abandon, announce_job
 
 if TYPE_CHECKING:
@@ -25,10 +26,15 @@ if TYPE_CHECKING:
 __all__: list[str] = []  # internal: flask_reqctx.patches.install() applies it
 
 
+_THREADS_LOST = "threads started with threading.Thread no longer inherit the context (executor jobs still do)"
+
+
 def install_threading() -> None:
     Thread = threading.Thread
     original_start: Any = Thread.start
-    original_bootstrap: Any = Thread._bootstrap_inner  # type: ignore[attr-defined]
+    original_bootstrap: Any = private_name(Thread, "_bootstrap_inner", library="Python", lost=_THREADS_LOST)
+    if original_bootstrap is None:
+        return
 
     @functools.wraps(original_start)
     def start(self: threading.Thread) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SITE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SITE_DIR.parent.parent
@@ -48,11 +50,24 @@ def read_records(folder: str) -> list[Record]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(folder).glob("*.json"))]
 
 
-def run_in_request_state(cmd: list[str], timeout: float) -> tuple[int, list[Record]]:
-    """Run ``cmd`` (bounded by ``timeout``); its exit status and its processes' records."""
+#: What a test process that crashed leaves in a runner's output, whatever the runner then
+#: reports (gevent's re-runs a failed module once and counts only the second run): a fatal
+#: error, or an exit by a signal (gevent's runner: ``! gevent.tests.test__x [code -11]``).
+CRASH = re.compile(r"Fatal Python error|\[code -\d+\]")
+
+
+def run_in_request_state(cmd: list[str], timeout: float) -> tuple[int, list[Record], list[str]]:
+    """Run ``cmd`` (bounded by ``timeout``), its output passed through; its exit status, its
+    processes' records and the output lines that show a crash."""
     with tempfile.TemporaryDirectory(prefix="reqctx-suite-") as records:
         print("+", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, env=request_state_env(records), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=request_state_env(records), start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        )  # fmt: skip
+        crashes: list[str] = []
+        reader = threading.Thread(target=_pass_through, args=(proc.stdout, crashes), daemon=True)
+        reader.start()
         try:
             status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -60,7 +75,18 @@ def run_in_request_state(cmd: list[str], timeout: float) -> tuple[int, list[Reco
             proc.wait()
             print(f"runtime suites: {cmd[2]} did not finish in {timeout} s", flush=True)
             status = 1
-        return status, read_records(records)
+        reader.join(timeout=60)
+        if status < 0:
+            crashes.append(f"the runner itself exited by signal {-status}")
+        return status, read_records(records), crashes
+
+
+def _pass_through(output: IO[str], crashes: list[str]) -> None:
+    """Print each line of ``output`` as it comes, keeping those that show a crash."""
+    for line in output:
+        print(line, end="", flush=True)
+        if CRASH.search(line):
+            crashes.append(line.strip())
 
 
 def state_problems(name: str, runs: list[Record], *, must_create: bool) -> list[str]:
@@ -76,14 +102,17 @@ def state_problems(name: str, runs: list[Record], *, must_create: bool) -> list[
     return problems
 
 
-def report(suite: str, count: str, status: int, problems: list[str]) -> int:
-    """Print the problems and one closing verdict line; the exit status for the suite."""
+def report(suite: str, count: str, status: int, problems: list[str], crashes: list[str]) -> int:
+    """Print the problems and crashes and one closing verdict line; the exit status for the
+    suite.  A crash fails it, also when a re-run of the crashed test then passed."""
     for problem in problems:
         print(f"{suite}: state not in force: {problem}", flush=True)
-    verdict = "passed" if status == 0 and not problems else "FAILED"
+    for crash in crashes:
+        print(f"{suite}: a test process crashed: {crash}", flush=True)
+    verdict = "passed" if status == 0 and not problems and not crashes else "FAILED"
     print(
         f"{suite}: {count} in a request's state: {verdict}"
-        f" (test runner exit {status}, {len(problems)} state problems)",
+        f" (test runner exit {status}, {len(problems)} state problems, {len(crashes)} crashes)",
         flush=True,
     )
     return 0 if verdict == "passed" else 1

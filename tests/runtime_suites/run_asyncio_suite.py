@@ -7,7 +7,7 @@ factories old and new, contexts of tasks, task groups, ``to_thread`` and executo
 The process's record must show the state held and units created by the tasks.
 
 Usage: ``python tests/runtime_suites/run_asyncio_suite.py [test.test_asyncio.x ...]`` (the
-tox env ``asyncio-suite``); names given replace the default subset.
+tox envs ``py3XX-asyncio-suite``); names given replace the default subset.
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ def main(argv: list[str]) -> int:
         print("asyncio-suite: this Python has no `test` package (Debian: libpython3-testsuite)", flush=True)
         return 1
     tests = argv or list(TESTS)
-    status, records = run_in_request_state([sys.executable, "-m", "unittest", *tests], RUN_TIMEOUT)
+    status, records, crashes = run_in_request_state([sys.executable, "-m", "unittest", *tests], RUN_TIMEOUT)
     runs = [r for r in records if _is_the_test_process(r)]
     problems = state_problems("unittest", runs, must_create=True)
-    return report("asyncio-suite", f"{len(tests)} CPython asyncio test modules/classes", status, problems)
+    return report(
+        "asyncio-suite", f"{len(tests)} CPython asyncio test modules/classes", status, problems, crashes
+    )
 
 
 if __name__ == "__main__":

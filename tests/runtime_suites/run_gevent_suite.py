@@ -10,8 +10,8 @@ Afterwards every test module's process must have left a record showing the patch
 installed and the context still bound, and those in :data:`CREATE_UNITS` must have
 created units from it; otherwise the run fails even if gevent's runner passed.
 
-Usage: ``python tests/runtime_suites/run_gevent_suite.py [test__name ...]`` (the tox env
-``gevent-suite``); names given replace the default subset.
+Usage: ``python tests/runtime_suites/run_gevent_suite.py [test__name ...]`` (the tox envs
+``py3XX-gevent-suite``); names given replace the default subset.
 """
 
 from __future__ import annotations
@@ -100,12 +100,12 @@ def main(argv: list[str]) -> int:
         sys.executable, "-m", "gevent.tests",
         "-j2", "--no-combine",  # one process per module: one record per module
         "-u-network",  # no network here; keep only loopback tests
-        "--second-chance",  # rerun a failed module once: timing flakes pass, real breaks do not
+        "--second-chance",  # rerun a failed module once: timing flakes pass; breaks and crashes do not
         *modules,
     ]  # fmt: skip
-    status, records = run_in_request_state(cmd, RUN_TIMEOUT)
+    status, records, crashes = run_in_request_state(cmd, RUN_TIMEOUT)
     problems = check_records(modules, records)
-    return report("gevent-suite", f"{len(modules)} gevent test modules", status, problems)
+    return report("gevent-suite", f"{len(modules)} gevent test modules", status, problems, crashes)
 
 
 if __name__ == "__main__":
