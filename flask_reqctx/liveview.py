@@ -88,7 +88,8 @@ class _LiveView:
         for trace in tracing.live_traces(limit):
             pace()
             data = trace.as_dict()
-            data["probable_leak"] = data["age_ms"] > self.leak_after * 1000
+            age_ms = data["age_ms"]  # None once it ended: it may have during a pause
+            data["probable_leak"] = age_ms is not None and age_ms > self.leak_after * 1000
             yield data
 
     @staticmethod

@@ -119,3 +119,26 @@ def test_old_contexts_are_flagged_as_probable_leaks():
         wait_until(lambda: stats()["live"] == 0)  # the released greenlets ended
     remaining = client.get("/_reqctx/json").get_json()["live"]
     assert not [t for t in remaining if t["request_id"].startswith("lv-")]
+
+
+def test_a_live_context_that_ends_while_the_answer_pauses_is_shown_ended():
+    """The JSON is streamed with pauses for the worker's other requests: a context listed as
+    live may end during one, and is then shown as ended (not a broken answer)."""
+    app = live_view_app()
+    release = gevent.event.Event()
+
+    @app.get("/hold")
+    def hold():
+        gevent.spawn(release.wait)  # keeps the context live after the response
+        return "ok"
+
+    app.test_client().get("/hold")
+    assert stats()["live"] == 1
+    view = app.view_functions["reqctx_live_view.json"].__self__
+
+    def pause() -> None:  # what other requests do while the answer pauses: the child ends
+        release.set()
+        wait_until(lambda: stats()["live"] == 0)
+
+    shown = list(view.live(10, pause))
+    assert [(trace["live"], trace["probable_leak"]) for trace in shown] == [(False, False)]
