@@ -16,8 +16,7 @@ import subprocess
 import tempfile
 
 import psycopg
-from servers import ServerError, stop_process
-from waiting import wait_until
+from servers import ServerError, stop_process, wait_for_start
 
 USER = "reqctx"
 
@@ -103,17 +102,9 @@ class PostgresServer:
         return self
 
     def _wait_ready(self) -> None:
-        wait_until(
-            self._accepting,
-            self.startup_timeout,
-            interval=0.05,
-            message=lambda: f"postgres not ready after {self.startup_timeout}s:\n{self.log()}",
-        )
+        wait_for_start(self.proc, self._accepting, "postgres", self.startup_timeout, self.log)
 
     def _accepting(self) -> bool:
-        """A connection succeeds; raises if postgres exited (it will not come up)."""
-        if self.proc.poll() is not None:
-            raise ServerError(f"postgres exited early (rc={self.proc.returncode}):\n{self.log()}")
         try:
             psycopg.connect(self.dsn, connect_timeout=1).close()
         except psycopg.OperationalError:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # The paths are re-exported: tests that start servers with their own PYTHONPATH read them here.
@@ -31,6 +31,20 @@ import flask_reqctx
 
 class ServerError(RuntimeError):
     pass
+
+
+def wait_for_start(
+    proc: subprocess.Popen, ready: Callable[[], bool], name: str, timeout: float, log: Callable[[], str]
+) -> None:
+    """Poll ``ready()`` until it holds; fail at once, with the server's ``log()``, when ``proc``
+    has exited (it will not come up), or after ``timeout`` seconds."""
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            raise ServerError(f"{name} exited early (rc={proc.returncode}):\n{log()}")
+        return ready()
+
+    wait_until(started, timeout, 0.05, lambda: f"{name} not ready after {timeout}s:\n{log()}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -133,18 +147,11 @@ class GunicornServer:
         return self
 
     def _wait_ready(self) -> None:
-        wait_until(
-            self._healthy,
-            self.startup_timeout,
-            interval=0.05,
-            message=lambda: f"gunicorn not ready after {self.startup_timeout}s:\n{self.log()}",
-        )
+        name = f"gunicorn -k {self.worker_class}"
+        wait_for_start(self.proc, self._healthy, name, self.startup_timeout, self.log)
 
     def _healthy(self) -> bool:
-        """``GET /health`` answers 200; raises if gunicorn exited (it will not come up)."""
-        if self.proc.poll() is not None:
-            rc = self.proc.returncode
-            raise ServerError(f"gunicorn -k {self.worker_class} exited early (rc={rc}):\n{self.log()}")
+        """``GET /health`` answers 200."""
         try:
             return self.request("/health", timeout=1.0)[0] == 200
         except OSError:
