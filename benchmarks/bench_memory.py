@@ -51,17 +51,22 @@ def traced_bytes_per(n: int, setup) -> float:  # type: ignore[no-untyped-def]
     return (after - before) / n
 
 
+def releaser(event: gevent.event.Event, children: list[gevent.Greenlet]):  # type: ignore[no-untyped-def]
+    """What ends a setup's suspended children: set their event, wait until they are done."""
+
+    def release() -> None:
+        event.set()
+        gevent.joinall(children)
+
+    return release
+
+
 def suspended_children(spawn):  # type: ignore[no-untyped-def]
     def setup(n: int):  # type: ignore[no-untyped-def]
         event = gevent.event.Event()
         children = [spawn(event.wait) for _ in range(n)]
         gevent.sleep(0)  # every child starts and blocks
-
-        def release() -> None:
-            event.set()
-            gevent.joinall(children)
-
-        return release
+        return releaser(event, children)
 
     return setup
 
@@ -92,12 +97,7 @@ def children_of_a_view(with_reqctx: bool):  # type: ignore[no-untyped-def]
             ReqCtx(app)
         b"".join(app(environ.copy(), start_response))
         gevent.sleep(0)  # every child starts and blocks
-
-        def release() -> None:
-            event.set()
-            gevent.joinall(children)
-
-        return release
+        return releaser(event, children)
 
     return setup
 
