@@ -23,6 +23,7 @@ KNOWN = {
     ("extension.py", "_callbacks"),  # werkzeug's ClosingIterator, to find the Response
     ("extension.py", "_on_close"),  # werkzeug's Response
     ("unitinfo.py", "_getframe"),  # sys._getframe
+    ("unitinfo.py", "_exception"),  # asyncio.Future._exception (checked once through patches.internals)
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["private_name"]
+__all__: list[str] = []  # internal: the patches and unitinfo look up names through it
 
 
 def private_name(owner: object, name: str, *, library: str, lost: str) -> Any:
