@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import globals as flask_globals
 
@@ -18,9 +18,20 @@ from .otel import OTEL_TRACE_MODULE
 from .tracecontext import TraceContext, start_trace, trace_ids
 
 if TYPE_CHECKING:
+    from .data import HeaderRedaction
     from .registry import Unit
 
 __all__ = ["RequestContext", "get_request_context"]
+
+
+class Origin(Protocol):
+    """What a context reads of the settings of the app that made it (the extension's
+    per-app settings satisfy it)."""
+
+    #: The request-id header a call out carries; None: none.
+    outgoing_header: str | None
+    #: What the default data shows of each request header.
+    redact: HeaderRedaction
 
 
 class RequestContext:
@@ -51,7 +62,7 @@ class RequestContext:
         #: an incoming traceparent or the first ask.
         self._trace: TraceContext | str | None = trace_id
         #: The settings of the app that made it (outgoing header names); None outside Flask.
-        self.origin: Any = None
+        self.origin: Origin | None = None
         #: The unit of a request served by the middleware, made on first need (see registry).
         self.unit: Unit | None = None
 

@@ -315,6 +315,7 @@ class _WsgiRequestContext(RequestContext):
     """
 
     __slots__ = ("_headers", "_server_start_response", "_status", "ended")
+    origin: _Settings  # always set by the middleware
     _server_start_response: Callable[..., Any] | None
     _status: str | None
     _headers: list[tuple[str, str]] | None
@@ -340,7 +341,8 @@ class _WsgiRequestContext(RequestContext):
                 if header[0] in spelled:
                     break
             else:
-                headers.append((settings.response_header, self.request_id))
+                # response_header is a str whenever response_spellings is set
+                headers.append((settings.response_header, self.request_id))  # type: ignore[arg-type]
         self._status, self._headers = status, headers
         return _legacy_write
 
