@@ -24,6 +24,7 @@ import functools
 import gc
 import itertools
 import sys
+import threading
 from collections.abc import Callable
 from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeVar, cast
@@ -292,15 +293,25 @@ def trigger_id() -> int:
 
 def stats() -> dict[str, int]:
     """``live``: units holding a context now; ``created``/``destroyed``: totals."""
-    ended, created = counted(units_ended), counted(units_opened)
+    with _counter_reads.lock:  # the two ticks and the read count move together
+        ended = next(units_ended) - _counter_reads.count
+        created = next(units_opened) - _counter_reads.count
+        _counter_reads.count += 1
     return {"live": created - ended, "created": created, "destroyed": ended}
 
 
-def counted(counter: itertools.count[int]) -> int:
-    """How many times ``counter`` (started at 0) has ticked, read without ticking it: its
-    pickle state is the next value."""
-    state: tuple[Any, tuple[int, ...]] = counter.__reduce__()  # type: ignore[assignment]
-    return state[1][0]
+class _CounterReads:
+    """How often :func:`stats` has read the unit counters.  An ``itertools.count`` shows its
+    value only by ticking (its repr is no API, and its pickle support goes in Python 3.14), so
+    each read ticks both counters once and later reads subtract the reads before them.  Not
+    reset by :func:`flask_reqctx.state.reset_all`: the counters themselves never are."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+
+
+_counter_reads = _CounterReads()
 
 
 class CreatedContext(RequestContext):

@@ -16,7 +16,7 @@ def test_reset_all_disables_every_enabled_hook():
     assert seen == []  # nothing dispatched once reset
 
 
-def test_stats_counts_without_ticking_the_counters():
+def test_reading_stats_changes_no_count():
     before = stats()
     assert stats() == before  # reading twice changes nothing
     with create_request_context():
