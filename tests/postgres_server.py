@@ -94,15 +94,8 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        wait_for_start(self.proc, self._accepting, "postgres", self.startup_timeout, self.log, self.stop)
         return self
-
-    def _wait_ready(self) -> None:
-        wait_for_start(self.proc, self._accepting, "postgres", self.startup_timeout, self.log)
 
     def _accepting(self) -> bool:
         try:

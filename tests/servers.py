@@ -34,17 +34,26 @@ class ServerError(RuntimeError):
 
 
 def wait_for_start(
-    proc: subprocess.Popen, ready: Callable[[], bool], name: str, timeout: float, log: Callable[[], str]
+    proc: subprocess.Popen,
+    ready: Callable[[], bool],
+    name: str,
+    timeout: float,
+    log: Callable[[], str],
+    stop: Callable[[], None],
 ) -> None:
     """Poll ``ready()`` until it holds; fail at once, with the server's ``log()``, when ``proc``
-    has exited (it will not come up), or after ``timeout`` seconds."""
+    has exited (it will not come up), or after ``timeout`` seconds: then ``stop()`` first."""
 
     def started() -> bool:
         if proc.poll() is not None:
             raise ServerError(f"{name} exited early (rc={proc.returncode}):\n{log()}")
         return ready()
 
-    wait_until(started, timeout, 0.05, lambda: f"{name} not ready after {timeout}s:\n{log()}")
+    try:
+        wait_until(started, timeout, 0.05, lambda: f"{name} not ready after {timeout}s:\n{log()}")
+    except BaseException:
+        stop()
+        raise
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -139,16 +148,9 @@ class GunicornServer:
             )
         finally:
             sock.close()  # gunicorn holds its own copy of the listening socket
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
         name = f"gunicorn -k {self.worker_class}"
-        wait_for_start(self.proc, self._healthy, name, self.startup_timeout, self.log)
+        wait_for_start(self.proc, self._healthy, name, self.startup_timeout, self.log, self.stop)
+        return self
 
     def _healthy(self) -> bool:
         """``GET /health`` answers 200."""
