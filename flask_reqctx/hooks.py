@@ -159,7 +159,9 @@ class _ThreadTracer:
                 unit = current_unit.get()
                 if unit is None or unit.context is not context:
                     unit = context.unit  # a request's own unit (made at its start while hooked)
-                if unit is not None:
+                # eid 0: a greenlet's pending unit (created while no hook was enabled, and
+                # never asked for its id): no before/after for it.
+                if unit is not None and unit.eid:
                     self.inside = unit.eid
                     _call(enabled.before, unit.eid)
         except Exception:

@@ -99,7 +99,32 @@ class Unit:
         return f"<Unit {self.kind} eid={self.eid} trigger={self.trigger_eid} {self.context!r}>"
 
 
-_new_unit = object.__new__
+class PendingUnit(Unit):
+    """The unit of a child whose creator counts its end itself (a gevent greenlet created
+    while no lifecycle hook is enabled), until something in it asks for its record.
+
+    Most children never ask (nothing in them reads ``execution_id()``, creates a child or
+    a context of its own), so a child costs no record, no ``Context.run`` to set it and no
+    finalizer: it holds this one, shared by the siblings made from the same template (see
+    :func:`child_context`).  :meth:`own_record` gives the child its own :class:`Unit` on
+    first need.  Not open itself, nor is the record made from it: the child's creator
+    counts the child in ``live`` and ends it there (see :mod:`flask_reqctx.patches.gevent`).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, kind: str, parent: Unit, context: RequestContext) -> None:
+        super().__init__(kind, parent.eid, context)
+        self.eid = 0  # no id of its own: each child that asks gets one (own_record)
+
+    def own_record(self) -> Unit:
+        """The current child's own record (a fresh id, this trigger), kept in its context.
+        Called in the child, whose context holds this pending unit."""
+        unit = Unit(self.kind, self.trigger_eid, self.context)
+        _set_unit(unit)
+        return unit
+
+
 _get_unit = current_unit.get
 _set_context = current_context.set
 _set_unit = current_unit.set
@@ -132,7 +157,7 @@ def current() -> Unit:
     unit = current_unit.get()
     context = current_context.get()
     if unit is not None and (unit.context is context or context is None):
-        return unit
+        return unit if type(unit) is not PendingUnit else unit.own_record()
     if context is None:  # a root: an identity of its own, kept for its life
         unit = Unit("root", 0, None)
         current_unit.set(unit)
@@ -188,44 +213,45 @@ def open_child(kind: str, resource: Any, *, init: bool = True) -> tuple[Unit, Co
     return cast(Unit, child_vars[current_unit]), child_vars
 
 
-def child_context(context: RequestContext, kind: str, resource: Any, *, init: bool = True) -> Context:
+def child_context(
+    context: RequestContext, kind: str, resource: Any, *, init: bool = True, pending: bool = False
+) -> Context:
     """A child unit of the current one, which holds ``context``, registered (init fires,
     unless ``init=False``: then :func:`announce` fires it); returned as the
     :class:`contextvars.Context` the child runs in: :func:`carried_context` holding the
     child's unit.
+
+    With ``pending=True`` (for a caller that counts the child's end itself, see
+    :class:`PendingUnit`) the child gets no record yet: it is counted in ``live`` now, and
+    its context holds the pending unit its siblings share, made into its own record on first
+    need.  No init fires for it: a caller passes it only while no lifecycle hook is enabled.
     """
     parent = _get_unit()  # current(), inline: a context is current
     if parent is None or parent.context is not context:
         parent = context.unit or request_unit(context)
-    # open_unit(), inline and without an __init__ frame: this runs once per child.
-    unit: Unit = _new_unit(Unit)
-    unit.eid = next(eids)
-    unit.trigger_eid = parent.eid
-    unit.kind = kind
-    unit.context = context
-    unit.restore = unit.template = None
-    unit.open = True
-    next(units_opened)
-    if hooks.enabled.lifecycle and init:
-        hooks.emit_init(unit.eid, kind, unit.trigger_eid, resource)
-    # carried_context(), flat, with the parent's template reused while the mapping of its
-    # context is the very same object (nothing was set since; see carried_context).
-    snapshot = _copy_context()
-    if _flask_app_variable not in snapshot or not MAPPING_VISIBLE:
-        child_vars = snapshot if _flask_app_variable not in snapshot else carried_context()
+    elif type(parent) is PendingUnit:
+        parent = parent.own_record()
+    if pending:
+        next(units_opened)  # what open_unit counts; the child's creator ends it
     else:
-        mapping = _get_referents(snapshot)[0]
-        kept = parent.template
-        if kept is not None and kept[0] is mapping:
-            template = kept[1]
-        else:
-            template = Context()
-            template.run(_set_carried, snapshot)
-            # Never kept by the unit of a request that has ended: nothing would drop it.
-            if parent is not context.unit or not context.ended:
-                parent.template = (mapping, template)
-        child_vars = template.copy()
-    child_vars.run(_set_unit, unit)
+        unit = open_unit(kind, context, resource, parent.eid, init=init)
+    # carried_context() with the pending unit of the parent's children set in it, kept in the
+    # parent (Unit.template) while the mapping of its context is the very same object:
+    # nothing was set since (see carried_context).
+    snapshot = _copy_context()
+    mapping = _get_referents(snapshot)[0] if MAPPING_VISIBLE else None
+    kept = parent.template
+    if kept is not None and kept[0] is mapping:
+        template = kept[1]
+    else:
+        template = Context()
+        template.run(_set_carried, snapshot, PendingUnit(kind, parent, context))
+        # Never kept by the unit of a request that has ended: nothing would drop it.
+        if mapping is not None and (parent is not context.unit or not context.ended):
+            parent.template = (mapping, template)
+    child_vars = template.copy()
+    if not pending:
+        child_vars.run(_set_unit, unit)
     return child_vars
 
 
@@ -253,12 +279,15 @@ def carried_context() -> Context:
     return carried
 
 
-def _set_carried(snapshot: Context) -> None:
-    """Set, in the current (fresh) context, every variable of ``snapshot`` but Flask's."""
+def _set_carried(snapshot: Context, pending: PendingUnit | None = None) -> None:
+    """Set, in the current (fresh) context, every variable of ``snapshot`` but Flask's (and
+    the current unit to ``pending``, given one)."""
     flask_variables = _flask_variables
     for variable, value in snapshot.items():
         if variable not in flask_variables:
             variable.set(value)
+    if pending is not None:
+        _set_unit(pending)
 
 
 def _mapping_visible() -> bool:

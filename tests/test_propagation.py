@@ -262,3 +262,24 @@ def test_patched_greenlet_class_still_answers_isinstance_for_gevents_own():
         pass
 
     assert issubclass(Mine, gevent.greenlet.Greenlet)
+
+
+def test_ids_of_greenlets_that_share_a_pending_unit(app, client):
+    """Siblings made from one template share its pending unit until they ask: each then
+    gets an id of its own (kept for its life), triggered by their creator; a grandchild's
+    trigger is its parent greenlet's own id."""
+
+    def child() -> tuple[int, int, int, tuple[int, int]]:
+        own = execution_id()
+        grandchild = gevent.spawn(lambda: (execution_id(), trigger_id())).get()
+        return own, execution_id(), trigger_id(), grandchild
+
+    def make():
+        return execution_id(), [g.get() for g in [gevent.spawn(child) for _ in range(5)]]
+
+    (own, children), _ = run_in_request(app, client, make)
+    ids = [first for first, _, _, _ in children]
+    assert len(set(ids)) == 5 and own not in ids
+    for first, again, trigger, (grandchild, grandchild_trigger) in children:
+        assert again == first and trigger == own
+        assert grandchild_trigger == first and grandchild not in ids

@@ -112,3 +112,32 @@ def test_nested_unclosed_contexts_in_a_greenlet_all_end():
     with create_request_context(request_id="parent"):
         gevent.spawn(job).join()
     assert stats()["live"] == 0
+
+
+@pytest.mark.parametrize("hooked", [False, True], ids=["pending units", "hooked"])
+def test_greenlets_that_never_run_are_counted_ended_once(hooked):
+    """Without a hook a greenlet's unit is pending (no record of its own): the greenlet
+    itself counts its end, once, however it fails to run."""
+    hook = create_hook(destroy=lambda eid: None).enable() if hooked else None
+    try:
+        before = stats()
+        with create_request_context(request_id="never-run"):
+            dropped = gevent.Greenlet(_noop)
+            killed = gevent.spawn(_noop)
+            killed.kill()
+            killed.kill()  # a second kill ends nothing more
+            unstarted = [gevent.spawn(_noop) for _ in range(3)]
+            gevent.killall(unstarted)  # gevent throws into them: no kill() of ours runs
+            suspended = gevent.spawn(gevent.sleep, 30)
+            gevent.sleep(0)  # it runs up to its sleep
+            assert stats()["live"] == 1 + 1 + 3 + 1  # the context, dropped, the killed-all, suspended
+        del dropped, unstarted
+        suspended.kill()
+        del killed, suspended
+        gc.collect()
+        after = stats()
+        assert after["live"] == 0
+        assert after["created"] - before["created"] == after["destroyed"] - before["destroyed"] == 7
+    finally:
+        if hook is not None:
+            hook.disable()

@@ -31,7 +31,7 @@ from gevent.monkey import get_original
 
 from .. import hooks
 from ..context import current_context, current_unit
-from ..registry import carried_context, child_context, close_request_context, open_child
+from ..registry import carried_context, child_context, close_request_context, open_child, units_ended
 from .internals import private_name
 from .jobs import abandon, announce_job, wait_for
 
@@ -83,15 +83,26 @@ def _capturing(base: Any) -> Any:
 
     class Capturing(base, metaclass=_SameAsBase):  # type: ignore[misc]
         __doc__ = base.__doc__
+        #: True while this greenlet is counted in ``live`` by itself: created in a context
+        #: while no lifecycle hook was enabled, with a pending unit (see
+        #: :class:`~flask_reqctx.registry.PendingUnit`); cleared by :meth:`end_counted`.
+        __slots__ = ("reqctx_counted",)
+        reqctx_counted: bool
 
         def __new__(cls, *args: Any, **_kwargs: Any) -> Any:
             # gevent's classes take their arguments in __init__ (run right after).
             self = base_new(cls)
             context = get_context()
-            if context is not None:
+            if context is None:
+                self.reqctx_counted = False
+            elif not hooks.enabled.lifecycle:
+                self.reqctx_counted = True
+                self.gr_context = child_context(context, "greenlet", self, pending=True)
+            else:
+                self.reqctx_counted = False
                 # What it will run, for init hooks (gevent's __init__ sets it too); only then:
                 # a greenlet given an attribute here gets an instance dict early (~4k instructions).
-                if hooks.enabled.lifecycle and args and cls.__init__ is gevent_init and callable(args[0]):
+                if args and cls.__init__ is gevent_init and callable(args[0]):
                     self._run = args[0]
                 self.gr_context = child_context(context, "greenlet", self)
             return self
@@ -104,15 +115,33 @@ def _capturing(base: Any) -> Any:
                 if unit is not None:
                     if unit.restore is not None:
                         _close_left_open()
-                    else:
+                    elif unit.open:
                         unit.end()
+                if self.reqctx_counted:
+                    self.end_counted()
+
+        def end_counted(self) -> None:
+            """End this greenlet's pending unit (see ``reqctx_counted``): once."""
+            if self.reqctx_counted:
+                self.reqctx_counted = False  # no call before the store: one caller gets here
+                next(units_ended)
 
         def kill(self, *args: Any, **kwargs: Any) -> None:
             base.kill(self, *args, **kwargs)
-            if self.dead and self.gr_context is not None:  # killed before it ever ran: ends now
-                unit = self.gr_context.get(current_unit)
-                if unit is not None:
-                    unit.end()
+            if self.dead:  # killed before it ever ran: its unit ends now
+                if self.reqctx_counted:
+                    self.end_counted()
+                elif self.gr_context is not None:
+                    unit = self.gr_context.get(current_unit)
+                    if unit is not None:
+                        unit.end()
+
+        def __del__(self) -> None:
+            # Freed without ever running (never started, or dropped by a full pool or a
+            # Timeout): its pending unit ends now.  (A suspended greenlet is killed by
+            # greenlet after this, and its run ends it: whichever comes first counts.)
+            if self.reqctx_counted:
+                self.end_counted()
 
         def link(self, callback: Any, *args: Any, **kwargs: Any) -> None:
             # The callback runs later in a new raw greenlet of the hub: in the context of
