@@ -399,7 +399,7 @@ def _serving(
         """The request's context: built (a C-level type call, no ``__init__`` frame), its
         id chosen, counted in ``live``, init fired."""
         context: _WsgiRequestContext = _WsgiRequestContext()
-        context._data = context._trace = context.unit = context._status = None
+        context._data = context._trace = context.unit = context._status = context._headers = None
         context._load = environ
         context.origin = settings
         context._server_start_response = start_response
