@@ -11,6 +11,8 @@ something needs it, so a plain request costs two counter ticks and no object:
   moment, less Flask's own request and app variables (:func:`carried_context`).  A unit that
   vanishes without ending (a greenlet never started, a thread or task that dies holding a
   context made by :func:`create_request_context`) is ended when its record is freed.
+  A gevent greenlet made while no lifecycle hook is enabled gets a :class:`PendingUnit`
+  instead (its record made on first need; the greenlet counts its own end).
 * A request served by the middleware binds only the context; its :class:`Unit` (its
   execution id and trigger) is made on first need: ``execution_id()`` in it, a child it
   creates, or an enabled hook (then at its start, so init fires there).
