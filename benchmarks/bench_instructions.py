@@ -8,7 +8,14 @@ requests, then N requests between two marker calls (``os.getppid()`` zeroes the 
 instrumented: turning instrumentation on late with ``callgrind_control`` is faster but races
 with the marker when the machine is busy (and then counts a few warm-up requests too).
 Without the interpreter's symbols (the markers never match) it falls back to whole-process
-counts of two runs, with 0 and N requests, and their difference.  Ratios are against the bare app
+counts of two runs, with 0 and N requests, and their difference.
+
+A count is exact for one process layout, but the layout moves it: the same tree measured
+from another directory, or with another environment size, differs by up to ~2,500
+instructions a request (some layouts pay for misaligned copies and cache collisions that
+others do not).  So each (variant, shape) runs under ``--layouts`` layouts (an environment
+variable of a different size each, which shifts where the process's memory starts) and the
+median is reported, with the spread in the notes.  Ratios are against the bare app
 of the same shape, measured in the same invocation.  Skipped (with a note) when valgrind is not installed.
 
 Also printed for the fan-out shape: the frames gevent's ``spawning_stack`` capture records
@@ -17,7 +24,7 @@ when ReqCtx's patched class and gevent's own class spawn from the same call site
     python benchmarks/bench_instructions.py                          # every variant and shape
     python benchmarks/bench_instructions.py --variant reqctx --shape hello   # one-shot, < 1 min
     python benchmarks/bench_instructions.py --shape fanout --keep /tmp/cg    # keep the profiles
-      (then: callgrind_annotate /tmp/cg/reqctx-fanout.out.1)
+      (then: callgrind_annotate /tmp/cg/reqctx-fanout-layout0.out.1)
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,10 +55,11 @@ def requests_for(shape: str, quick: bool) -> int:
     return 300 if quick else 1000
 
 
-def callgrind(variant: str, shape: str, n: int, out: str) -> int:
+def callgrind(variant: str, shape: str, n: int, out: str, layout: int) -> int:
     """Instructions of the ``n`` marked requests, else (the markers matched nothing) of the
-    whole process, negative."""
+    whole process, negative; in process layout number ``layout``."""
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONHASHSEED="0", **variant_env(variant))
+    env["REQCTX_BENCH_LAYOUT"] = "x" * (1000 * layout)  # only its size matters
     options = ["--zero-before=os_getppid", "--dump-before=os_getpgrp"]
     proc = subprocess.run(
         [
@@ -76,14 +85,14 @@ def callgrind(variant: str, shape: str, n: int, out: str) -> int:
     return -int(re.search(r"Collected : (\d+)", proc.stderr).group(1))
 
 
-def per_request(variant: str, shape: str, n: int, outdir: str) -> float:
-    """Instructions one request of ``variant``/``shape`` costs."""
-    out = os.path.join(outdir, f"{variant}-{shape}.out")
-    count = callgrind(variant, shape, n, out)
+def per_request(variant: str, shape: str, n: int, outdir: str, layout: int) -> float:
+    """Instructions one request of ``variant``/``shape`` costs in process layout ``layout``."""
+    out = os.path.join(outdir, f"{variant}-{shape}-layout{layout}.out")
+    count = callgrind(variant, shape, n, out, layout)
     if count > 0:
         return count / n
     # No symbols for the markers: whole processes, n requests minus none.
-    empty = callgrind(variant, shape, 0, out + "-empty")
+    empty = callgrind(variant, shape, 0, out + "-empty", layout)
     return (empty - count) / n
 
 
@@ -94,6 +103,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests measured per variant")
     parser.add_argument("--keep", metavar="DIR", help="keep the callgrind profiles in DIR")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--layouts", type=int, default=3, help="process layouts per figure (median shown)")
     parser.add_argument("--json", action="store_true", help="a JSON line for run.py")
     args = parser.parse_args()
     shapes = SHAPES if args.shape == "all" else tuple(args.shape.split(","))
@@ -110,13 +120,17 @@ def main() -> None:
     n = {shape: args.requests or requests_for(shape, QUICK) for shape in shapes}
     outdir = args.keep or tempfile.mkdtemp(prefix="bench-callgrind-")
     os.makedirs(outdir, exist_ok=True)
+    runs = [(variant, shape, layout) for variant, shape in jobs for layout in range(max(1, args.layouts))]
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            counts = list(pool.map(lambda job: per_request(*job, n[job[1]], outdir), jobs))
+            counts = list(pool.map(lambda run: per_request(run[0], run[1], n[run[1]], outdir, run[2]), runs))
     finally:
         if not args.keep:
             shutil.rmtree(outdir, ignore_errors=True)
-    result = dict(zip(jobs, counts, strict=True))
+    by_job: dict[tuple[str, str], list[float]] = {job: [] for job in jobs}
+    for (variant, shape, _layout), count in zip(runs, counts, strict=True):
+        by_job[variant, shape].append(count)
+    result = {job: statistics.median(values) for job, values in by_job.items()}
     rows, notes = [], []
     for shape in shapes:
         section = SECTION.format(shape=shape)
@@ -133,6 +147,9 @@ def main() -> None:
             f"instructions, {shape}: {n[shape]} requests after 200 warm-up; added per request: "
             + ", ".join(f"{v} {result[v, shape] - bare:+,.0f}" for v, s in jobs if s == shape and v != "bare")
         )
+        spreads = (f"{v} {min(by_job[v, s]):,.0f}-{max(by_job[v, s]):,.0f}" for v, s in jobs if s == shape)
+        layouts = len(by_job["bare", shape])
+        notes.append(f"instructions, {shape}: median of {layouts} layouts; range: " + ", ".join(spreads))
         if shape == "fanout" and ("reqctx", shape) in result:
             # ReqCtx's fan-out includes its per-request cost: take the hello figure off when known.
             request = 0.0

@@ -315,12 +315,26 @@ class _WsgiRequestContext(RequestContext):
     """
 
     __slots__ = ("_headers", "_server_start_response", "_status", "ended")
-    origin: _Settings  # always set by the middleware
+    # Class attributes of each app's subclass (of_app): the same for all its requests.
+    origin: _Settings
+    response_spellings: Container[str] | None
+    response_header: str | None
     _server_start_response: Callable[..., Any] | None
     _status: str | None
     _headers: list[tuple[str, str]] | None
     ended: bool
     __init__ = object.__init__
+
+    @classmethod
+    def of_app(cls, settings: _Settings) -> type[_WsgiRequestContext]:
+        """The context class of one app: its settings are class attributes, read by every
+        request and stored by none."""
+        app_settings = {
+            "origin": settings,
+            "response_spellings": settings.response_spellings,
+            "response_header": settings.response_header,
+        }
+        return type(cls.__name__, (cls,), {"__slots__": (), "__module__": cls.__module__, **app_settings})
 
     def _make_data(self, environ: Any) -> dict[str, Any]:
         """The default data, from the environ; empty until a ``data=`` loader has run."""
@@ -334,15 +348,14 @@ class _WsgiRequestContext(RequestContext):
         itself) and records the call; the server's is called once the app call is over."""
         if exc_info is not None and self._server_start_response is None:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
-        settings = self.origin
-        spelled = settings.response_spellings
+        spelled = self.response_spellings
         if spelled is not None:
             for header in headers:  # a plain loop: cheaper than map(), a dict or str.lower()
                 if header[0] in spelled:
                     break
             else:
                 # response_header is a str whenever response_spellings is set
-                headers.append((settings.response_header, self.request_id))  # type: ignore[arg-type]
+                headers.append((self.response_header, self.request_id))  # type: ignore[arg-type]
         self._status, self._headers = status, headers
         return _legacy_write
 
@@ -362,8 +375,8 @@ class _WsgiRequestContext(RequestContext):
         body = InternalServerError().get_body().encode()
         self._status = "500 INTERNAL SERVER ERROR"
         self._headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
-        if self.origin.response_header is not None:
-            self._headers.append((self.origin.response_header, self.request_id))
+        if self.response_header is not None:
+            self._headers.append((self.response_header, self.request_id))
         self.send_response()
         return [body]
 
@@ -394,14 +407,14 @@ def _serving(
     more_keys = bool(settings.incoming_keys[1:])
     traceparent_key = "HTTP_TRACEPARENT" if settings.trust_traceparent else None
     set_context, reset_context = current_context.set, current_context.reset
+    context_class = _WsgiRequestContext.of_app(settings)
 
     def open_request(environ: dict[str, Any], start_response: Callable[..., Any]) -> _WsgiRequestContext:
         """The request's context: built (a C-level type call, no ``__init__`` frame), its
         id chosen, counted in ``live``, init fired."""
-        context: _WsgiRequestContext = _WsgiRequestContext()
+        context: _WsgiRequestContext = context_class()
         context._data = context._trace = context.unit = context._status = context._headers = None
         context._load = environ
-        context.origin = settings
         context._server_start_response = start_response
         context.ended = False
         # The common case, no id header and no traceparent: two dict lookups.
