@@ -17,16 +17,10 @@ import sys
 from typing import Any
 
 from fresh_interpreter import TESTS_DIR, fresh_env
-from servers import ServerError, stop_process
+from servers import ServerError, free_port, stop_process
 from waiting import wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -45,7 +39,7 @@ class RedisServer:
         if REDIS_SERVER is None:
             raise ServerError("redis-server is not on PATH")
         for _ in range(attempts):  # the free port may be taken before redis binds it
-            self.port = _free_port()
+            self.port = free_port()
             cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
             cmd += ["--save", "", "--appendonly", "no", "--dir", self.directory, "--daemonize", "no"]
             with open(os.path.join(self.directory, "redis.log"), "ab") as log:

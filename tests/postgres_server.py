@@ -11,12 +11,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 
 import psycopg
-from servers import ServerError, stop_process, wait_for_start
+from servers import ServerError, ServerExitedEarly, free_port, stop_process, wait_for_start
 
 USER = "reqctx"
 
@@ -27,12 +26,6 @@ def postgres_bin_dir() -> str:
     if not found:
         raise ServerError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does)")
     return os.path.dirname(found[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:
@@ -82,6 +75,20 @@ class PostgresServer:
         )
         if done.returncode != 0:
             raise ServerError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        try:
+            for attempt in range(3):  # the free port may be taken before postgres binds it
+                try:
+                    self._launch(bin_dir, data, sockets)
+                    break
+                except ServerExitedEarly:
+                    if attempt == 2:
+                        raise
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, bin_dir: str, data: str, sockets: str) -> None:
         self.port = free_port()
         cmd = [f"{bin_dir}/postgres", "-D", data, "-p", str(self.port), "-k", sockets]
         for name, value in self.settings.items():
@@ -94,8 +101,15 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for_start(self.proc, self._accepting, "postgres", self.startup_timeout, self.log, self.stop)
-        return self
+        # On failure wait_for_start stops only the process: the cluster stays for a retry.
+        stop = self._stop_process
+        wait_for_start(self.proc, self._accepting, "postgres", self.startup_timeout, self.log, stop)
+
+    def _stop_process(self) -> None:
+        if self.proc is not None:
+            # runuser passes SIGTERM on: postgres' "smart" shutdown, immediate with no clients left
+            stop_process(self.proc, timeout=20)
+            self.proc = None
 
     def _accepting(self) -> bool:
         try:
@@ -109,10 +123,7 @@ class PostgresServer:
             return log.read()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            # runuser passes SIGTERM on: postgres' "smart" shutdown, immediate with no clients left
-            stop_process(self.proc, timeout=20)
-            self.proc = None
+        self._stop_process()
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = ""

@@ -33,6 +33,19 @@ class ServerError(RuntimeError):
     pass
 
 
+class ServerExitedEarly(ServerError):
+    """The server's process ended before it was ready (for one that binds a port we chose: most
+    likely another process took the port first)."""
+
+
+def free_port() -> int:
+    """A loopback port free at this moment.  For servers that bind a port themselves (redis,
+    postgres): another process may take it before they do, so they retry on another one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_for_start(
     proc: subprocess.Popen,
     ready: Callable[[], bool],
@@ -46,7 +59,7 @@ def wait_for_start(
 
     def started() -> bool:
         if proc.poll() is not None:
-            raise ServerError(f"{name} exited early (rc={proc.returncode}):\n{log()}")
+            raise ServerExitedEarly(f"{name} exited early (rc={proc.returncode}):\n{log()}")
         return ready()
 
     try:
