@@ -107,16 +107,18 @@ class PendingUnit(Unit):
 
     Most children never ask (nothing in them reads ``execution_id()``, creates a child or
     a context of its own), so a child costs no record, no ``Context.run`` to set it and no
-    finalizer: it holds this one, shared by the siblings made from the same template (see
-    :func:`child_context`).  :meth:`own_record` gives the child its own :class:`Unit` on
-    first need.  Not open itself, nor is the record made from it: the child's creator
-    counts the child in ``live`` and ends it there (see :mod:`flask_reqctx.patches.gevent`).
+    finalizer of a record (its greenlet's own ends it): it holds this one, shared by the
+    siblings made from the same template (see :func:`child_context`).  Its kind is
+    ``"greenlet"``: gevent's greenlets are the only children made pending.
+    :meth:`own_record` gives the child its own :class:`Unit` on first need.  Not open
+    itself, nor is the record made from it: the child's creator counts the child in
+    ``live`` and ends it there (see :mod:`flask_reqctx.patches.gevent`).
     """
 
     __slots__ = ()
 
-    def __init__(self, kind: str, parent: Unit, context: RequestContext) -> None:
-        super().__init__(kind, parent.eid, context)
+    def __init__(self, parent: Unit, context: RequestContext) -> None:
+        super().__init__("greenlet", parent.eid, context)
         self.eid = 0  # no id of its own: each child that asks gets one (own_record)
 
     def own_record(self) -> Unit:
@@ -247,7 +249,7 @@ def child_context(
         template = kept[1]
     else:
         template = Context()
-        template.run(_set_carried, snapshot, PendingUnit(kind, parent, context))
+        template.run(_set_carried, snapshot, PendingUnit(parent, context))
         # Never kept by the unit of a request that has ended: nothing would drop it.
         if mapping is not None and (parent is not context.unit or not context.ended):
             parent.template = (mapping, template)
