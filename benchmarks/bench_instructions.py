@@ -11,12 +11,15 @@ Without the interpreter's symbols (the markers never match) it falls back to who
 counts of two runs, with 0 and N requests, and their difference.
 
 A count is exact for one process layout, but the layout moves it: the same tree measured
-from another directory, or with another environment size, differs by up to ~2,500
-instructions a request (some layouts pay for misaligned copies and cache collisions that
-others do not).  So each (variant, shape) runs under ``--layouts`` layouts (an environment
-variable of a different size each, which shifts where the process's memory starts) and the
-median is reported, with the spread in the notes.  Ratios are against the bare app
-of the same shape, measured in the same invocation.  Skipped (with a note) when valgrind is not installed.
+from another directory, or with another environment size, differs by up to ~4,000
+instructions a request (some layouts pay for misaligned copies and type-cache collisions
+that others do not).  So each (variant, shape) runs under ``--layouts`` layouts and the
+median is reported, with the spread in the notes.  A layout shifts both the stack (an
+environment variable of a different size) and the heap (``measured_process.py`` allocates a
+different amount in every size class before importing anything): shifting the stack alone
+left the type-cache collisions where they were, so three such layouts were one sample.
+Ratios are against the bare app of the same shape, measured in the same invocation.
+Skipped (with a note) when valgrind is not installed.
 
 Also printed for the fan-out shape: the frames gevent's ``spawning_stack`` capture records
 when ReqCtx's patched class and gevent's own class spawn from the same call site.
@@ -68,7 +71,8 @@ def callgrind(variant: str, shape: str, n: int, out: str, layout: int) -> int:
             *options,
             f"--callgrind-out-file={out}",
             sys.executable,
-            os.path.join(HERE, "variants.py"),
+            os.path.join(HERE, "measured_process.py"),
+            str(layout),
             variant,
             shape,
             str(n),
@@ -103,7 +107,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests measured per variant")
     parser.add_argument("--keep", metavar="DIR", help="keep the callgrind profiles in DIR")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
-    parser.add_argument("--layouts", type=int, default=3, help="process layouts per figure (median shown)")
+    parser.add_argument("--layouts", type=int, default=5, help="process layouts per figure (median shown)")
     parser.add_argument("--json", action="store_true", help="a JSON line for run.py")
     args = parser.parse_args()
     shapes = SHAPES if args.shape == "all" else tuple(args.shape.split(","))

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from fresh_interpreter import TESTS_DIR, run_in_fresh_interpreter
 
 pytest.importorskip("flask_log_request_id")
 pytest.importorskip("opentelemetry.sdk.trace")
@@ -101,3 +102,20 @@ def test_spawning_stack_probe_finds_the_call_site() -> None:
     total, above = found["gevent's own class"]
     assert total >= 1 and above == []
     assert found["ReqCtx"][0] >= 1
+
+
+@pytest.mark.parametrize("variant", ["bare", "reqctx"])
+def test_measured_process_runs_the_workload_in_a_padded_heap(variant: str) -> None:
+    """What callgrind measures: the padding is made before Flask is imported, then the
+    workload runs to its end (the instruction benchmark itself needs valgrind)."""
+    script = os.path.join(os.path.dirname(TESTS_DIR), "benchmarks", "measured_process.py")
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = [sys.argv[0], '2', 'bare', 'hello', '0']\n"
+        "sys.modules['variants'] = type(sys)('variants')\n"
+        "sys.modules['variants'].workload = lambda *a: print('flask' in sys.modules)\n"
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
+    assert run_in_fresh_interpreter(probe).stdout.strip() == "False"
+    env = variants.variant_env(variant)
+    run_in_fresh_interpreter(script=script, args=["2", variant, "hello", "3"], env=env)
